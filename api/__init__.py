@@ -1,0 +1,1 @@
+"""The TaskManager HTTP service."""

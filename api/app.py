@@ -1,0 +1,100 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from api.auth.service import CredentialCache
+from api.docs import install_docs
+from api.errors import PROBLEM_JSON, Problem, install_error_handlers
+from api.middleware import BodyLimitMiddleware
+from api.routes import api_router
+from shared import __version__
+from shared.bootstrap import bootstrap
+from shared.db import create_engine, session_factory
+from shared.settings import Settings, get_settings
+
+log = logging.getLogger("taskmanager.api")
+
+# Something to run beside the API for its lifetime (the lease sweeper, embedded delivery).
+BackgroundService = Callable[[FastAPI], Awaitable[Any]]
+
+DESCRIPTION = """
+Hands out human reading tasks to users and groups, leases them while someone works on them,
+tracks them to done, and calls back the systems that asked for them.
+
+Authenticate with **HTTP Basic** (username or email and password) or a **bearer token**
+from `POST /api/v1/auth/token`: the *Authorize* button takes either.
+"""
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    run_bootstrap: bool = True,
+    services: list[Callable[[FastAPI], Any]] | None = None,
+) -> FastAPI:
+    settings = settings or get_settings()
+    if settings.security_password_salt:
+        log.info("SECURITY_PASSWORD_SALT is ignored: argon2 salts every password hash itself")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.async_database_url)
+        app.state.engine = engine
+        app.state.sessions = session_factory(engine)
+        app.state.secret_key = settings.resolved_secret_key()
+        app.state.credential_cache = CredentialCache(app.state.secret_key)
+        try:
+            if run_bootstrap:
+                await bootstrap(app.state.sessions, settings)
+            async with AsyncExitStack() as stack:
+                for service in services or []:
+                    await stack.enter_async_context(service(app))
+                yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title=settings.instance_name,
+        version=__version__,
+        description=DESCRIPTION,
+        root_path=settings.api_prefix,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    install_docs(app)
+    app.include_router(api_router)
+
+    original_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original_openapi()
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        schemas["Problem"] = Problem.model_json_schema()
+        # FastAPI documents its own 422 shape; ours is problem details.
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                response = operation.get("responses", {}).get("422")
+                if response is not None:
+                    response["content"] = {
+                        PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}
+                    }
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

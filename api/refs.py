@@ -1,0 +1,22 @@
+"""Object references: absolute paths out, ids / names / paths in."""
+
+from __future__ import annotations
+
+from shared.settings import get_settings
+
+API = "/api/v1"
+
+
+def uri(collection: str, object_id: int | None) -> str:
+    return f"{get_settings().api_prefix}{API}/{collection}/{object_id}"
+
+
+def parse_ref(value: str | int) -> int | str:
+    """An id, a name/label, or a path whose last segment is one; all digits means an id."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return value
+    text = value.strip().rstrip("/")
+    last = text.rsplit("/", 1)[-1] if "/" in text else text
+    return int(last) if last.isdigit() else last

@@ -1,0 +1,1 @@
+"""The event envelope and the transactional outbox."""

@@ -1,0 +1,60 @@
+"""Append events to the outbox in the caller's transaction (never commits)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.models import OutboxEvent, utcnow
+
+EVENT_TYPES = (
+    "task.created",
+    "task.updated",
+    "task.locked",
+    "task.unlocked",
+    "task.lock_expired",
+    "task.status.done",
+    "task.status.aborted",
+    "task.status.failed",
+    "task.status.queued",
+    "task.deleted",
+    "taskgroup.done",
+    "taskgroup.aborted",
+)
+
+
+def add_event(
+    session: AsyncSession,
+    event_type: str,
+    *,
+    actor: str | None,
+    snapshot: dict[str, Any],
+    task_id: int | None = None,
+    taskgroup_id: int | None = None,
+    sequence: int = 0,
+) -> OutboxEvent:
+    """Stage one event row; it is written with the caller's change, or not at all."""
+    event_id = str(uuid.uuid4())
+    occurred = utcnow()
+    envelope = {
+        "id": event_id,
+        "type": event_type,
+        "occurred_at": occurred.isoformat(),
+        "sequence": sequence,
+        "actor": actor,
+        "task" if task_id is not None else "taskgroup": snapshot,
+    }
+    row = OutboxEvent(
+        event_id=event_id,
+        type=event_type,
+        task_id=task_id,
+        taskgroup_id=taskgroup_id,
+        sequence=sequence,
+        payload=json.dumps(envelope, separators=(",", ":")),
+        occurred_at=occurred,
+    )
+    session.add(row)
+    return row

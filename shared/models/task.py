@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Column, Double, Index, String, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from shared.models.base import LongText, UTCDateTime, utcnow
+
+
+class Task(SQLModel, table=True):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        # Bulk upload de-duplicates on this; NULL tracking ids never collide.
+        UniqueConstraint("project", "template_id", "tracking_id"),
+        # Claim and list order: the queue of one status, highest priority, then oldest.
+        Index("ix_tasks_status_priority_id", "status", "priority", "id"),
+        Index("ix_tasks_lock_expires_at", "lock_expires_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    project: str = Field(sa_column=Column(String(128), nullable=False, index=True))
+    template_id: int = Field(foreign_key="task_templates.id", index=True, ondelete="RESTRICT")
+    content: str = Field(sa_column=Column(LongText, nullable=False))
+    status: str = Field(default="queued", max_length=16)
+    priority: int = Field(default=0)
+    tracking_id: str | None = Field(default=None, max_length=255)
+    callback_url: str | None = Field(default=None, max_length=2048)
+    callback_content: str | None = Field(default=None, sa_column=Column(LongText))
+    generator_url: str | None = Field(default=None, max_length=2048)
+    application_name: str | None = Field(
+        default=None, sa_column=Column(String(128), nullable=True, index=True)
+    )
+    application_version: str | None = Field(default=None, max_length=64)
+    taskgroup_id: int | None = Field(
+        default=None, foreign_key="taskgroups.id", index=True, ondelete="SET NULL"
+    )
+    lock_holder_id: int | None = Field(
+        default=None, foreign_key="users.id", index=True, ondelete="SET NULL"
+    )
+    lock_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Fencing token: increases at every new lock, so a stale holder can be recognised.
+    lock_version: int = Field(default=0)
+    # Stable hash in [0, 1) that decides which group members see the task (pull weights).
+    share_hash: float = Field(default=0.0, sa_type=Double)
+    # Last event sequence number of this task (events carry per-task increasing sequences).
+    event_sequence: int = Field(default=0)
+    create_time: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    update_time: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
