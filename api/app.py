@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from api.auth.service import CredentialCache
 from api.docs import install_docs
 from api.errors import PROBLEM_JSON, Problem, install_error_handlers
-from api.middleware import BodyLimitMiddleware
+from api.middleware import BodyLimitMiddleware, RootPathMiddleware
 from api.routes import api_router
 from shared import __version__
 from shared.bootstrap import bootstrap
@@ -73,6 +73,7 @@ def create_app(
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RootPathMiddleware)
     install_docs(app)
     app.include_router(api_router)
 

@@ -6,6 +6,25 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.refs import root_path
+
+
+class RootPathMiddleware:
+    """Makes the request's root path (reverse-proxy prefix) known to `api.refs.uri`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            token = root_path.set(str(scope.get("root_path", "")).rstrip("/"))
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                root_path.reset(token)
+            return
+        await self.app(scope, receive, send)
+
 
 class BodyLimitMiddleware:
     """Answers 413 (problem details) for a body over `max_bytes`, declared or streamed."""

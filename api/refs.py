@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from shared.settings import get_settings
+from contextvars import ContextVar
 
 API = "/api/v1"
 
+# The reverse-proxy prefix of the request being served (set by RootPathMiddleware).
+root_path: ContextVar[str] = ContextVar("root_path", default="")
+
 
 def uri(collection: str, object_id: int | None) -> str:
-    return f"{get_settings().api_prefix}{API}/{collection}/{object_id}"
+    return f"{root_path.get()}{API}/{collection}/{object_id}"
 
 
 def parse_ref(value: str | int) -> int | str:

@@ -5,14 +5,28 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.auth.router import router as auth_router
+from api.config_import.router import router as config_import_router
+from api.groups.router import router as groups_router
 from api.health.router import router as health_router
+from api.roles.router import router as roles_router
+from api.tags.router import router as tags_router
+from api.taskgroups.router import router as taskgroups_router
+from api.tasks.router import router as tasks_router
 from api.templates.router import router as templates_router
+from api.users.router import router as users_router
 
 api_router = APIRouter()
 api_router.include_router(health_router)
 
 v1 = APIRouter(prefix="/api/v1")
 v1.include_router(auth_router)
+v1.include_router(users_router)
+v1.include_router(groups_router)
+v1.include_router(roles_router)
+v1.include_router(config_import_router)
 v1.include_router(templates_router)
+v1.include_router(tasks_router)
+v1.include_router(taskgroups_router)
+v1.include_router(tags_router)
 
 api_router.include_router(v1)

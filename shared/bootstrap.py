@@ -7,6 +7,7 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
 
 from shared.models import Role, RolePermission, User, UserRole, utcnow
 from shared.permissions import BUILTIN_ROLES
@@ -18,7 +19,7 @@ log = logging.getLogger("taskmanager.bootstrap")
 
 async def ensure_roles(session: AsyncSession) -> None:
     """Create missing built-in roles; existing roles keep the permissions given to them."""
-    existing = set(await session.scalars(select(Role.name)))
+    existing = set(await session.scalars(select(col(Role.name))))
     for name, (description, permissions) in BUILTIN_ROLES.items():
         if name in existing:
             continue
@@ -30,7 +31,7 @@ async def ensure_roles(session: AsyncSession) -> None:
 
 
 async def ensure_admin(session: AsyncSession, settings: Settings) -> None:
-    user = await session.scalar(select(User).where(User.username == settings.admin_username))
+    user = await session.scalar(select(User).where(col(User.username) == settings.admin_username))
     if user is None:
         password = settings.resolved_admin_password()
         user = User(
@@ -55,7 +56,7 @@ async def ensure_admin(session: AsyncSession, settings: Settings) -> None:
         user.active = True
         user.token_version += 1
         log.info("Reset the admin account %s from the environment", settings.admin_username)
-    admin_role = await session.scalar(select(Role).where(Role.name == "admin"))
+    admin_role = await session.scalar(select(Role).where(col(Role.name) == "admin"))
     assert admin_role is not None and admin_role.id is not None and user.id is not None
     link = await session.get(UserRole, (user.id, admin_role.id))
     if link is None:

@@ -70,7 +70,7 @@ class Settings(BaseSettings):
         default=None, validation_alias="SECURITY_PASSWORD_SALT"
     )
     amqp_url: str | None = Field(default=None, validation_alias="TASKMAN_AMQP_URL")
-    host: str = Field(default="0.0.0.0", validation_alias="TASKMAN_HOST")  # noqa: S104
+    host: str = Field(default="0.0.0.0", validation_alias="TASKMAN_HOST")
     port: int = Field(default=5000, validation_alias="TASKMAN_PORT")
     root_path: str = Field(default="", validation_alias="TASKMAN_ROOT_PATH")
     admin_username: str = Field(default="admin", validation_alias="TASKMAN_ADMIN_USERNAME")

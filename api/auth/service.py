@@ -16,6 +16,7 @@ import anyio
 import jwt
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from api.errors import Unauthorized
 from shared.models import RolePermission, User, UserRole, utcnow
@@ -32,6 +33,7 @@ class Actor:
     id: int
     username: str
     permissions: frozenset[str]
+    weight: float = 1.0
 
     def can(self, *permissions: str) -> bool:
         """True when the caller holds any of `permissions`."""
@@ -80,23 +82,24 @@ def _unauthorized(settings: Settings, detail: str) -> Unauthorized:
 
 async def permissions_of(session: AsyncSession, user_id: int) -> frozenset[str]:
     rows = await session.scalars(
-        select(RolePermission.permission)
-        .join(UserRole, UserRole.role_id == RolePermission.role_id)
-        .where(UserRole.user_id == user_id)
+        select(col(RolePermission.permission))
+        .join(UserRole, col(UserRole.role_id) == col(RolePermission.role_id))
+        .where(col(UserRole.user_id) == user_id)
     )
     return frozenset(rows)
 
 
 async def _actor(session: AsyncSession, user: User) -> Actor:
     assert user.id is not None
-    return Actor(user.id, user.username, await permissions_of(session, user.id))
+    permissions = await permissions_of(session, user.id)
+    return Actor(user.id, user.username, permissions, user.assignment_weight)
 
 
 async def find_login(session: AsyncSession, login: str) -> User | None:
     """The user whose username (preferred) or email is `login`."""
     users = list(
         await session.scalars(
-            select(User).where(or_(User.username == login, User.email == login)).limit(2)
+            select(User).where(or_(col(User.username) == login, col(User.email) == login)).limit(2)
         )
     )
     for user in users:

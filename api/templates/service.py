@@ -2,10 +2,12 @@ from __future__ import annotations
 
 from sqlalchemy import exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
+from api import lookup
 from api.content import to_text
-from api.errors import Conflict, NotFound, Unprocessable
-from api.refs import parse_ref, uri
+from api.errors import Conflict, Unprocessable
+from api.refs import uri
 from api.templates.schemas import TemplateCreate, TemplateRead, TemplateUpdate
 from shared.models import Task, TaskTemplate
 
@@ -21,25 +23,18 @@ def read(template: TaskTemplate) -> TemplateRead:
 
 
 async def get(session: AsyncSession, ref: str | int) -> TaskTemplate:
-    key = parse_ref(ref)
-    if isinstance(key, int):
-        template = await session.get(TaskTemplate, key)
-    else:
-        template = await session.scalar(select(TaskTemplate).where(TaskTemplate.label == key))
-    if template is None:
-        raise NotFound(f"Task template '{ref}' not found")
-    return template
+    return await lookup.template(session, ref)
 
 
 async def list_uris(session: AsyncSession) -> list[str]:
-    ids = await session.scalars(select(TaskTemplate.id).order_by(TaskTemplate.id))
+    ids = await session.scalars(select(col(TaskTemplate.id)).order_by(col(TaskTemplate.id)))
     return [uri("task_templates", i) for i in ids]
 
 
 async def _check_label_free(session: AsyncSession, label: str, own_id: int | None = None) -> None:
     if label.isdigit():
         raise Unprocessable("A template label cannot be all digits (it would read as an id)")
-    query = select(TaskTemplate.id).where(TaskTemplate.label == label)
+    query = select(col(TaskTemplate.id)).where(col(TaskTemplate.label) == label)
     found = await session.scalar(query)
     if found is not None and found != own_id:
         raise Conflict(f"Task template '{label}' already exists")
@@ -65,10 +60,10 @@ async def update(session: AsyncSession, template: TaskTemplate, data: TemplateUp
 
 
 async def delete(session: AsyncSession, template: TaskTemplate) -> None:
-    in_use = await session.scalar(select(exists().where(Task.template_id == template.id)))
+    in_use = await session.scalar(select(exists().where(col(Task.template_id) == template.id)))
     if in_use:
         count = await session.scalar(
-            select(func.count()).select_from(Task).where(Task.template_id == template.id)
+            select(func.count()).select_from(Task).where(col(Task.template_id) == template.id)
         )
         raise Conflict(f"Task template '{template.label}' is used by {count} task(s)")
     await session.delete(template)

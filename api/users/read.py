@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from api.refs import uri
 from api.users.schemas import UserRead
@@ -12,10 +13,10 @@ from shared.models import Role, User, UserRole
 
 async def role_names(session: AsyncSession, user_id: int) -> list[str]:
     rows = await session.scalars(
-        select(Role.name)
-        .join(UserRole, UserRole.role_id == Role.id)
-        .where(UserRole.user_id == user_id)
-        .order_by(Role.name)
+        select(col(Role.name))
+        .join(UserRole, col(UserRole.role_id) == col(Role.id))
+        .where(col(UserRole.user_id) == user_id)
+        .order_by(col(Role.name))
     )
     return list(rows)
 

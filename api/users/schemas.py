@@ -1,32 +1,45 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, EmailStr, Field, StringConstraints
+
+from api.names import not_an_id
 
 USERNAME = r"^[A-Za-z0-9_.@+-]*[A-Za-z_.@+-][A-Za-z0-9_.@+-]*$"
+
+Username = Annotated[
+    str,
+    BeforeValidator(not_an_id),
+    StringConstraints(min_length=1, max_length=64, pattern=USERNAME),
+]
+Password = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class UserCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    username: str = Field(min_length=1, max_length=64, pattern=USERNAME)
+    username: Username
     name: str | None = Field(default=None, max_length=255)
     email: EmailStr | None = None
-    password: str = Field(min_length=1, max_length=1024)
+    password: Password
     active: bool = True
-    assignment_weight: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    assignment_weight: Weight = 1.0
 
 
 class UserUpdate(BaseModel):
+    """A partial update: only the fields sent are changed."""
+
     model_config = ConfigDict(extra="forbid")
 
-    username: str | None = Field(default=None, min_length=1, max_length=64, pattern=USERNAME)
+    username: Username | None = None
     name: str | None = Field(default=None, max_length=255)
     email: EmailStr | None = None
-    password: str | None = Field(default=None, min_length=1, max_length=1024)
+    password: Password | None = None
     active: bool | None = None
-    assignment_weight: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    assignment_weight: Weight | None = None
 
 
 class UserRead(BaseModel):
@@ -45,3 +58,7 @@ class UserRead(BaseModel):
 
 class UserList(BaseModel):
     users: list[str]
+
+
+class UserGroups(BaseModel):
+    groups: list[str]

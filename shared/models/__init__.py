@@ -1,6 +1,8 @@
 """The tables, one per module; importing this package registers them all on the metadata."""
 
-from shared.models.base import SQLModel, UTCDateTime, utcnow
+from sqlmodel import SQLModel
+
+from shared.models.base import UTCDateTime, utcnow
 from shared.models.group import Group
 from shared.models.group_member import GroupMember
 from shared.models.outbox_event import OutboxEvent

@@ -1,0 +1,196 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Response
+
+from api import lookup
+from api.deps import CurrentActor, SessionDep, SettingsDep, require
+from api.errors import Unprocessable, problem_responses
+from api.tasks import service, transitions
+from api.tasks.read import read_lock, read_task, summaries
+from api.tasks.schemas import LockRead, LockRequest, TaskCreate, TaskList, TaskRead, TaskUpdate
+from api.tasks.service import TaskFilter
+
+router = APIRouter(tags=["tasks"], responses=problem_responses(401, 403, 404, 409, 413, 422))
+
+IfMatch = Annotated[
+    str | None,
+    Header(description="Precondition: the lock_version the caller holds (like lock_version)"),
+]
+
+
+def _if_match(value: str | None, body_value: int | None) -> int | None:
+    if body_value is not None:
+        return body_value
+    if value is None or value.strip() == "*":
+        return None
+    digits = value.strip().removeprefix("W/").strip('"')
+    if not digits.isdigit():
+        raise Unprocessable(f"If-Match must carry a lock_version number, got '{value}'")
+    return int(digits)
+
+
+class ListParams:
+    def __init__(
+        self,
+        project: str | None = None,
+        template: str | None = Query(None, description="Template id, label or uri"),
+        user: str | None = Query(None, description="That user's tasks (task_read_all)"),
+        status: str | None = Query(None, description="queued, locked, done, aborted or failed"),
+        tag: list[str] = Query(default_factory=list, description="Tag names; all must match"),
+        application_name: str | None = None,
+        scope: str | None = Query(None, description="'all' (task_read_all) or 'mine'"),
+        offset: int = Query(0, ge=0),
+        limit: int | None = Query(None, ge=1, description="Default and maximum: the max page"),
+    ) -> None:
+        self.filter = TaskFilter(
+            project=project,
+            template=template,
+            user=user,
+            status=status,
+            tags=tag,
+            application_name=application_name,
+            scope=scope,
+        )
+        self.offset = offset
+        self.limit = limit
+
+
+async def _list(
+    session: SessionDep, actor: CurrentActor, settings: SettingsDep, params: ListParams
+) -> TaskList:
+    limit = min(params.limit or settings.max_page, settings.max_page)
+    tasks, total = await service.list_tasks(session, actor, params.filter, params.offset, limit)
+    return TaskList(
+        tasks=await summaries(session, tasks),
+        total_tasks=total,
+        offset=params.offset,
+        limit=limit,
+    )
+
+
+@router.get("/tasks", summary="List the tasks the caller may work on (or all, or a user's)")
+async def list_tasks(
+    session: SessionDep,
+    actor: CurrentActor,
+    settings: SettingsDep,
+    params: Annotated[ListParams, Depends()],
+) -> TaskList:
+    return await _list(session, actor, settings, params)
+
+
+@router.get("/users/{user_ref}/tasks", summary="A user's tasks (direct and via its groups)")
+async def list_user_tasks(
+    user_ref: str,
+    session: SessionDep,
+    actor: CurrentActor,
+    settings: SettingsDep,
+    params: Annotated[ListParams, Depends()],
+) -> TaskList:
+    params.filter.user = str((await lookup.user(session, user_ref)).id)
+    return await _list(session, actor, settings, params)
+
+
+@router.get("/groups/{group_ref}/tasks", summary="The tasks assigned to a group")
+async def list_group_tasks(
+    group_ref: str,
+    session: SessionDep,
+    actor: CurrentActor,
+    settings: SettingsDep,
+    params: Annotated[ListParams, Depends()],
+) -> TaskList:
+    found = await lookup.group(session, group_ref)
+    params.filter.group_id = found.id
+    if not actor.can("task_read_all"):
+        params.filter.user = str(actor.id)
+    elif params.filter.scope is None and params.filter.user is None:
+        params.filter.scope = "all"
+    return await _list(session, actor, settings, params)
+
+
+@router.post("/tasks", status_code=201, summary="Create a task", responses=problem_responses(400))
+async def create_task(
+    data: TaskCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    actor: Annotated[CurrentActor, Depends(require("task_add"))],
+) -> TaskRead:
+    task = await service.create_task(session, actor, settings, data)
+    return await read_task(session, task)
+
+
+@router.get("/tasks/{task_id}", summary="Get a task")
+async def get_task(task_id: int, session: SessionDep, actor: CurrentActor) -> TaskRead:
+    return await read_task(session, await service.get_task(session, actor, task_id))
+
+
+@router.put("/tasks/{task_id}", summary="Change a task (partial); status follows the state machine")
+async def update_task(
+    task_id: int,
+    data: TaskUpdate,
+    session: SessionDep,
+    actor: CurrentActor,
+    settings: SettingsDep,
+    if_match: IfMatch = None,
+) -> TaskRead:
+    task = await service.get_task(session, actor, task_id)
+    lock_version = _if_match(if_match, data.lock_version)
+    transitions.check_precondition(task, lock_version)
+    service.check_field_permissions(actor, data)
+    status = service.parse_status(data.status) if data.status is not None else None
+    await service.update_fields(session, actor, task, data)
+    if status is not None:
+        await transitions.set_status(
+            session, actor, task, status, settings.lock_ttl_seconds, lock_version=lock_version
+        )
+    return await read_task(session, task)
+
+
+@router.delete("/tasks/{task_id}", status_code=204, summary="Delete a task")
+async def delete_task(
+    task_id: int,
+    session: SessionDep,
+    actor: Annotated[CurrentActor, Depends(require("task_delete"))],
+) -> Response:
+    await service.delete_task(session, actor, await service.get_task(session, actor, task_id))
+    return Response(status_code=204)
+
+
+@router.get("/tasks/{task_id}/lock", summary="Who holds the task's lock")
+async def get_lock(task_id: int, session: SessionDep, actor: CurrentActor) -> LockRead:
+    return await read_lock(session, await service.get_task(session, actor, task_id))
+
+
+@router.put("/tasks/{task_id}/lock", summary="Lock the task (or renew the caller's lease)")
+async def put_lock(
+    task_id: int,
+    session: SessionDep,
+    actor: CurrentActor,
+    settings: SettingsDep,
+    data: LockRequest | None = None,
+    if_match: IfMatch = None,
+) -> LockRead:
+    task = await service.get_task(session, actor, task_id)
+    data = data or LockRequest()
+    target = None
+    if data.lock is not None:
+        target = (await lookup.user(session, data.lock)).id
+    await transitions.lock(
+        session,
+        actor,
+        task,
+        settings.lock_ttl_seconds,
+        for_user=target,
+        lock_version=_if_match(if_match, data.lock_version),
+    )
+    return await read_lock(session, task)
+
+
+@router.delete("/tasks/{task_id}/lock", summary="Release the task's lock")
+async def delete_lock(
+    task_id: int, session: SessionDep, actor: CurrentActor, if_match: IfMatch = None
+) -> LockRead:
+    task = await service.get_task(session, actor, task_id)
+    await transitions.unlock(session, actor, task, lock_version=_if_match(if_match, None))
+    return await read_lock(session, task)

@@ -1,0 +1,64 @@
+"""Which tasks a user may work on, as SQL (section 3, pull weights).
+
+A user reaches a task assigned to it directly, a task it holds the lock of, and a task of
+one of its groups. Queued group tasks are shared out by weight: each task has a stable
+`share_hash` in [0, 1) and a member with weight w sees those with hash < w, so shares nest;
+a task whose hash is at or above the largest weight among the group's active members with
+weight > 0 is visible to all of them, so none is orphaned.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, exists, func, or_, select
+from sqlalchemy.orm import aliased
+from sqlmodel import col
+
+from shared.models import GroupMember, Task, TaskGroupLink, TaskUser, User
+from shared.status import TaskStatus
+
+
+def group_share_max(group_id: Any) -> ColumnElement[float]:
+    """The largest weight among a group's active members with weight > 0."""
+    member = aliased(GroupMember)
+    person = aliased(User)
+    return (
+        select(func.max(col(person.assignment_weight)))
+        .select_from(member)
+        .join(person, col(person.id) == col(member.user_id))
+        .where(
+            col(member.group_id) == group_id,
+            col(person.active),
+            col(person.assignment_weight) > 0,
+        )
+        .scalar_subquery()
+    )
+
+
+def visible_to(user_id: int, weight: float) -> ColumnElement[bool]:
+    """A WHERE clause on `Task`: the tasks `user_id` (with `weight`) may work on."""
+    direct = exists().where(col(TaskUser.task_id) == col(Task.id), col(TaskUser.user_id) == user_id)
+    shares = [col(Task.status) != TaskStatus.queued.value, col(Task.share_hash) < weight]
+    if weight > 0:
+        # Beyond every member's share: visible to all members with weight > 0.
+        shares.append(col(Task.share_hash) >= group_share_max(col(TaskGroupLink.group_id)))
+    in_share = or_(*shares)
+    via_group = exists().where(
+        col(TaskGroupLink.task_id) == col(Task.id),
+        col(GroupMember.group_id) == col(TaskGroupLink.group_id),
+        col(GroupMember.user_id) == user_id,
+        in_share,
+    )
+    return or_(col(Task.lock_holder_id) == user_id, direct, via_group)
+
+
+def reachable_by(user_id: int) -> ColumnElement[bool]:
+    """A WHERE clause on `Task`: tasks `user_id` may open by id (weights do not hide them)."""
+    direct = exists().where(col(TaskUser.task_id) == col(Task.id), col(TaskUser.user_id) == user_id)
+    via_group = exists().where(
+        col(TaskGroupLink.task_id) == col(Task.id),
+        col(GroupMember.group_id) == col(TaskGroupLink.group_id),
+        col(GroupMember.user_id) == user_id,
+    )
+    return or_(col(Task.lock_holder_id) == user_id, direct, via_group)

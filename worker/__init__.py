@@ -1,0 +1,1 @@
+"""The event worker: outbox relay to RabbitMQ, and callback/webhook delivery."""
