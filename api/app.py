@@ -64,7 +64,6 @@ def create_app(
         title=settings.instance_name,
         version=__version__,
         description=DESCRIPTION,
-        root_path=settings.api_prefix,
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
@@ -73,7 +72,7 @@ def create_app(
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RootPathMiddleware)
+    app.add_middleware(RootPathMiddleware, prefix=settings.api_prefix)
     install_docs(app)
     app.include_router(api_router)
 

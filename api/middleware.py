@@ -10,13 +10,20 @@ from api.refs import root_path
 
 
 class RootPathMiddleware:
-    """Makes the request's root path (reverse-proxy prefix) known to `api.refs.uri`."""
+    """Applies the configured reverse-proxy prefix and makes it known to `api.refs.uri`.
 
-    def __init__(self, app: ASGIApp) -> None:
+    Requests may arrive with the prefix stripped by the proxy or still in the path; the
+    router handles both once `root_path` is set.
+    """
+
+    def __init__(self, app: ASGIApp, prefix: str = "") -> None:
         self.app = app
+        self.prefix = prefix.rstrip("/")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            if self.prefix:
+                scope["root_path"] = self.prefix
             token = root_path.set(str(scope.get("root_path", "")).rstrip("/"))
             try:
                 await self.app(scope, receive, send)

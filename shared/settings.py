@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL
 
 log = logging.getLogger("taskmanager.settings")
 
@@ -113,11 +114,14 @@ class Settings(BaseSettings):
             return to_async_url(self.database_url)
         if self.db_host or self.db_name:
             scheme = to_async_url((self.db_schema or "postgresql") + "://").removesuffix("://")
-            auth = ""
-            if self.db_user:
-                auth = self.db_user + (f":{self.db_pass}" if self.db_pass else "") + "@"
-            port = f":{self.db_port}" if self.db_port else ""
-            return f"{scheme}://{auth}{self.db_host or 'localhost'}{port}/{self.db_name or ''}"
+            return URL.create(
+                scheme,
+                username=self.db_user,
+                password=self.db_pass,
+                host=self.db_host or "localhost",
+                port=self.db_port,
+                database=self.db_name,
+            ).render_as_string(hide_password=False)
         return f"sqlite+aiosqlite:///{(self.data_dir / 'taskmanager.db').resolve()}"
 
     @property

@@ -307,7 +307,6 @@ async def test_openapi_offers_basic_and_bearer_to_authorize(anon: httpx.AsyncCli
 # --- reverse-proxy root path -------------------------------------------------------------------
 
 
-@pytest.mark.filterwarnings("ignore:The `root_path` parameter is deprecated")
 @pytest.mark.parametrize(
     "request_prefix",
     ["", "/taskmanager"],

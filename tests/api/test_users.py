@@ -9,9 +9,7 @@ from tests.conftest import ADMIN, READER_PASSWORD, UserFactory, client_for
 
 
 async def _token(client: httpx.AsyncClient, username: str, password: str) -> str:
-    r = await client.post(
-        "/api/v1/auth/token", data={"username": username, "password": password}
-    )
+    r = await client.post("/api/v1/auth/token", data={"username": username, "password": password})
     assert r.status_code == 200, r.text
     return str(r.json()["access_token"])
 
@@ -133,9 +131,7 @@ async def test_coordinator_reads_everyone(make_user: UserFactory) -> None:
 
 async def test_user_updates_own_profile(make_user: UserFactory) -> None:
     jdoe = await make_user("jdoe")
-    r = await jdoe.put(
-        "/api/v1/users/jdoe", json={"name": "Jane D.", "email": "jd@example.org"}
-    )
+    r = await jdoe.put("/api/v1/users/jdoe", json={"name": "Jane D.", "email": "jd@example.org"})
     assert r.status_code == 200, r.text
     assert r.json()["name"] == "Jane D."
     assert r.json()["email"] == "jd@example.org"

@@ -120,11 +120,6 @@ def test_db_parts_default_to_postgresql(monkeypatch: pytest.MonkeyPatch) -> None
     assert (url.host, url.database, url.username) == ("db", "taskmanager", None)
 
 
-@pytest.mark.xfail(
-    reason="shared/settings.py Settings.async_database_url pastes DB_USER/DB_PASS into the URL "
-    "without escaping them: a password with @ : / # ? gives an unparseable or wrong URL",
-    strict=True,
-)
 def test_db_pass_with_url_characters_survives(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DB_HOST", "db")
     monkeypatch.setenv("DB_NAME", "taskmanager")
