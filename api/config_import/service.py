@@ -59,8 +59,11 @@ def validate_config(config: Mapping[str, Any]) -> ConfigFile:
     try:
         parsed = ConfigFile.model_validate(config)
     except ValidationError as exc:
-        errors = [{"loc": _path(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
-        detail = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:5])
+        errors = [
+            {"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{_path(e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
         raise Unprocessable(f"Invalid configuration: {detail}", errors=errors) from exc
     for section, names in (
         ("roles", [r.name for r in parsed.roles]),

@@ -39,7 +39,8 @@ def may_see(actor: Actor, user: User) -> bool:
 
 async def get_visible_user(session: AsyncSession, actor: Actor, ref: str | int) -> User:
     """The user `ref` names, if the caller may see it; any other user is 'not found'."""
-    user = await lookup.user(session, ref)
+    # "me" as in GET /users/me, so that PUT /users/me and /users/me/groups work too.
+    user = await lookup.user(session, actor.id if ref == "me" else ref)
     if not may_see(actor, user):
         raise NotFound(f"User '{ref}' not found")
     return user

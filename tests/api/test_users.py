@@ -135,6 +135,10 @@ async def test_user_updates_own_profile(make_user: UserFactory) -> None:
     assert r.status_code == 200, r.text
     assert r.json()["name"] == "Jane D."
     assert r.json()["email"] == "jd@example.org"
+    me = await jdoe.put("/api/v1/users/me", json={"name": "Jane"})
+    assert me.status_code == 200
+    assert me.json()["username"] == "jdoe"
+    assert me.json()["name"] == "Jane"
     # Sending back unchanged values of fields it may not change is fine.
     again = await jdoe.put("/api/v1/users/jdoe", json={"username": "jdoe", "active": True})
     assert again.status_code == 200
