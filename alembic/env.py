@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 from alembic import context
 from shared.db import create_engine
 from shared.models import metadata
+from shared.models.compare import autogenerate_options
 from shared.settings import get_settings
 
 config = context.config
@@ -22,12 +23,7 @@ def _url() -> str:
 
 
 def _configure(connection: Connection) -> None:
-    context.configure(
-        connection=connection,
-        target_metadata=metadata,
-        render_as_batch=connection.dialect.name == "sqlite",
-        compare_type=True,
-    )
+    context.configure(connection=connection, **autogenerate_options(connection.dialect.name))
 
 
 def _run_sync(connection: Connection) -> None:

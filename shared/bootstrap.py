@@ -57,7 +57,9 @@ async def ensure_admin(session: AsyncSession, settings: Settings) -> None:
         user.token_version += 1
         log.info("Reset the admin account %s from the environment", settings.admin_username)
     admin_role = await session.scalar(select(Role).where(col(Role.name) == "admin"))
-    assert admin_role is not None and admin_role.id is not None and user.id is not None
+    assert admin_role is not None
+    assert admin_role.id is not None
+    assert user.id is not None
     link = await session.get(UserRole, (user.id, admin_role.id))
     if link is None:
         session.add(UserRole(user_id=user.id, role_id=admin_role.id))

@@ -24,10 +24,33 @@ log = logging.getLogger("taskmanager.leases")
 API = "/api/v1"
 
 
+def snapshot_of(
+    task: Task,
+    template_label: str | None,
+    tags: list[str],
+    holder: str | None,
+    previous_status: str | None = None,
+) -> dict[str, Any]:
+    """The task as an event carries it."""
+    return {
+        "id": task.id,
+        "uri": f"{API}/tasks/{task.id}",
+        "project": task.project,
+        "template": template_label,
+        "status": task.status,
+        "previous_status": previous_status,
+        "lock_holder": holder,
+        "lock_version": task.lock_version,
+        "tags": sorted(tags),
+        "tracking_id": task.tracking_id,
+        "callback_url": task.callback_url,
+        "taskgroup_id": task.taskgroup_id,
+    }
+
+
 async def snapshot(
     session: AsyncSession, task: Task, previous_status: str | None = None
 ) -> dict[str, Any]:
-    """The task as an event carries it."""
     label = await session.scalar(
         select(col(TaskTemplate.label)).where(col(TaskTemplate.id) == task.template_id)
     )
@@ -41,23 +64,9 @@ async def snapshot(
             select(col(Tag.name))
             .join(TaskTag, col(TaskTag.tag_id) == col(Tag.id))
             .where(col(TaskTag.task_id) == task.id)
-            .order_by(col(Tag.name))
         )
     )
-    return {
-        "id": task.id,
-        "uri": f"{API}/tasks/{task.id}",
-        "project": task.project,
-        "template": label,
-        "status": task.status,
-        "previous_status": previous_status,
-        "lock_holder": holder,
-        "lock_version": task.lock_version,
-        "tags": tags,
-        "tracking_id": task.tracking_id,
-        "callback_url": task.callback_url,
-        "taskgroup_id": task.taskgroup_id,
-    }
+    return snapshot_of(task, label, tags, holder, previous_status)
 
 
 async def emit(

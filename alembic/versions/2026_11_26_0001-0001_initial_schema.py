@@ -199,7 +199,7 @@ def upgrade() -> None:
         )
         batch_op.create_index(batch_op.f("ix_tasks_project"), ["project"], unique=False)
         batch_op.create_index(
-            "ix_tasks_status_priority_id", ["status", "priority", "id"], unique=False
+            "ix_tasks_status_priority_id", ["status", sa.text("priority DESC"), "id"], unique=False
         )
         batch_op.create_index(batch_op.f("ix_tasks_taskgroup_id"), ["taskgroup_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_tasks_template_id"), ["template_id"], unique=False)

@@ -101,16 +101,20 @@ async def pick_in_group(
     return chosen
 
 
-async def pick_reader(session: AsyncSession) -> int:
-    """One of all active readers (role `user`, weight > 0) for a task with no assignee."""
+async def pick_readers(session: AsyncSession, picks: int = 1) -> list[int]:
+    """Readers (role `user`, active, weight > 0) for tasks with no assignee, by weight."""
     candidates = await _reader_candidates(session)
     if not candidates:
         raise BadRequest(
             "The task names no users, groups or distribute_in_group, and there is no active "
             "user with the 'user' role and assignment_weight > 0 to give it to"
         )
-    (chosen,) = choose(candidates, 1, distinct=False)
-    await session.execute(
-        update(User).where(col(User.id) == chosen).values(pushed_count=col(User.pushed_count) + 1)
-    )
+    chosen = choose(candidates, picks, distinct=False)
+    for c in candidates:
+        if c.added:
+            await session.execute(
+                update(User)
+                .where(col(User.id) == c.user_id)
+                .values(pushed_count=col(User.pushed_count) + c.added)
+            )
     return chosen

@@ -7,9 +7,19 @@ from fastapi import APIRouter, Depends, Header, Query, Response
 from api import lookup
 from api.deps import CurrentActor, SessionDep, SettingsDep, require
 from api.errors import Unprocessable, problem_responses
-from api.tasks import service, transitions
+from api.tasks import bulk, claim, service, transitions
 from api.tasks.read import read_lock, read_task, summaries
-from api.tasks.schemas import LockRead, LockRequest, TaskCreate, TaskList, TaskRead, TaskUpdate
+from api.tasks.schemas import (
+    BulkCreate,
+    BulkResult,
+    ClaimRequest,
+    LockRead,
+    LockRequest,
+    TaskCreate,
+    TaskList,
+    TaskRead,
+    TaskUpdate,
+)
 from api.tasks.service import TaskFilter
 
 router = APIRouter(tags=["tasks"], responses=problem_responses(401, 403, 404, 409, 413, 422))
@@ -117,6 +127,39 @@ async def create_task(
     actor: Annotated[CurrentActor, Depends(require("task_add"))],
 ) -> TaskRead:
     task = await service.create_task(session, actor, settings, data)
+    return await read_task(session, task)
+
+
+@router.post(
+    "/tasks/bulk",
+    status_code=201,
+    summary="Create up to 10,000 tasks at once (all or nothing); known tracking ids are skipped",
+    responses=problem_responses(400),
+)
+async def bulk_create(
+    data: BulkCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    actor: Annotated[CurrentActor, Depends(require("task_add"))],
+) -> BulkResult:
+    return await bulk.bulk_create(session, actor, settings, data.tasks)
+
+
+@router.post(
+    "/tasks/claim",
+    response_model=TaskRead,
+    summary="Atomically take the caller's next task (highest priority, then oldest) and lock it",
+    responses={204: {"description": "Nothing left to do"}},
+)
+async def claim_task(
+    session: SessionDep,
+    actor: CurrentActor,
+    settings: SettingsDep,
+    data: ClaimRequest | None = None,
+) -> TaskRead | Response:
+    task = await claim.claim(session, actor, data or ClaimRequest(), settings.lock_ttl_seconds)
+    if task is None:
+        return Response(status_code=204)
     return await read_task(session, task)
 
 

@@ -115,3 +115,35 @@ class LockRead(BaseModel):
     error: str | None = None
     lock_expires_at: datetime | None
     lock_version: int
+
+
+class ClaimRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    project: str | None = None
+    template: Ref | None = Field(default=None, description="Template id, label or uri")
+    application_name: str | None = None
+    tags: list[str] = Field(default_factory=list, description="All of these tags")
+    group: Ref | None = Field(default=None, description="Only tasks of this group")
+
+
+class BulkCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: list[TaskCreate] = Field(min_length=1, max_length=10_000)
+
+
+class BulkSkipped(BaseModel):
+    index: int = Field(description="Position in the request")
+    tracking_id: str
+    task: str | None = Field(description="The task that already exists")
+    duplicate_of: int | None = Field(
+        default=None, description="Position of the same task earlier in this request"
+    )
+
+
+class BulkResult(BaseModel):
+    created: int
+    skipped: int
+    tasks: list[str] = Field(description="The created tasks, in request order")
+    skipped_tasks: list[BulkSkipped]

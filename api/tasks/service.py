@@ -151,7 +151,7 @@ async def resolve_assignees(session: AsyncSession, data: TaskCreate) -> tuple[li
         assert group.id is not None
         users = await distribution.pick_in_group(session, group.id, group.groupname)
     elif not users and not groups:
-        users = [await distribution.pick_reader(session)]
+        users = await distribution.pick_readers(session)
     return users, groups
 
 

@@ -119,11 +119,12 @@ def check_update_allowed(actor: Actor, user: User, changes: dict[str, Any]) -> N
             continue
         needed = FIELD_PERMISSIONS[field]
         if not actor.can(*needed):
-            whose = "your own" if user.id == actor.id else f"user '{user.username}'s"
-            raise Forbidden(
-                f"Changing {whose} '{field}' needs permission {' or '.join(needed)}",
-                field=field,
+            what = (
+                f"your own '{field}'"
+                if user.id == actor.id
+                else f"'{field}' of user '{user.username}'"
             )
+            raise Forbidden(f"Changing {what} needs permission {' or '.join(needed)}", field=field)
 
 
 async def apply_changes(session: AsyncSession, user: User, changes: dict[str, Any]) -> None:

@@ -26,6 +26,37 @@ EVENT_TYPES = (
 )
 
 
+def event_values(
+    event_type: str,
+    *,
+    actor: str | None,
+    snapshot: dict[str, Any],
+    task_id: int | None = None,
+    taskgroup_id: int | None = None,
+    sequence: int = 0,
+) -> dict[str, Any]:
+    """The column values of one outbox row (its payload is the published envelope)."""
+    event_id = str(uuid.uuid4())
+    occurred = utcnow()
+    envelope = {
+        "id": event_id,
+        "type": event_type,
+        "occurred_at": occurred.isoformat(),
+        "sequence": sequence,
+        "actor": actor,
+        "task" if task_id is not None else "taskgroup": snapshot,
+    }
+    return {
+        "event_id": event_id,
+        "type": event_type,
+        "task_id": task_id,
+        "taskgroup_id": taskgroup_id,
+        "sequence": sequence,
+        "payload": json.dumps(envelope, separators=(",", ":")),
+        "occurred_at": occurred,
+    }
+
+
 def add_event(
     session: AsyncSession,
     event_type: str,
@@ -37,24 +68,15 @@ def add_event(
     sequence: int = 0,
 ) -> OutboxEvent:
     """Stage one event row; it is written with the caller's change, or not at all."""
-    event_id = str(uuid.uuid4())
-    occurred = utcnow()
-    envelope = {
-        "id": event_id,
-        "type": event_type,
-        "occurred_at": occurred.isoformat(),
-        "sequence": sequence,
-        "actor": actor,
-        "task" if task_id is not None else "taskgroup": snapshot,
-    }
     row = OutboxEvent(
-        event_id=event_id,
-        type=event_type,
-        task_id=task_id,
-        taskgroup_id=taskgroup_id,
-        sequence=sequence,
-        payload=json.dumps(envelope, separators=(",", ":")),
-        occurred_at=occurred,
+        **event_values(
+            event_type,
+            actor=actor,
+            snapshot=snapshot,
+            task_id=task_id,
+            taskgroup_id=taskgroup_id,
+            sequence=sequence,
+        )
     )
     session.add(row)
     return row

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, Double, Index, String, UniqueConstraint
+from sqlalchemy import Column, Double, Index, String, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from shared.models.base import LongText, UTCDateTime, utcnow
@@ -13,8 +13,8 @@ class Task(SQLModel, table=True):
     __table_args__ = (
         # Bulk upload de-duplicates on this; NULL tracking ids never collide.
         UniqueConstraint("project", "template_id", "tracking_id"),
-        # Claim and list order: the queue of one status, highest priority, then oldest.
-        Index("ix_tasks_status_priority_id", "status", "priority", "id"),
+        # Claim order: the queue of one status, highest priority first, then oldest.
+        Index("ix_tasks_status_priority_id", "status", text("priority DESC"), "id"),
         Index("ix_tasks_lock_expires_at", "lock_expires_at"),
     )
 

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 from cli.migrate import downgrade, upgrade
 from shared.db import create_engine
 from shared.models import metadata
+from shared.models.compare import EXPRESSION_INDEXES, autogenerate_options
 from tests.backends import BACKENDS, create_database
 
 if TYPE_CHECKING:  # imported by name, pytest would try to collect the dataclass as tests
@@ -35,14 +36,18 @@ async def fresh_database(
 def _differences(connection: Connection) -> list[Any]:
     # The options alembic/env.py configures, so autogenerate sees what a developer would.
     context = MigrationContext.configure(
-        connection,
-        opts={
-            "target_metadata": metadata,
-            "compare_type": True,
-            "render_as_batch": connection.dialect.name == "sqlite",
-        },
+        connection, opts=autogenerate_options(connection.dialect.name)
     )
-    return list(compare_metadata(context, metadata))
+    differences = list(compare_metadata(context, metadata))
+    # Expression indexes are left out of the comparison; check that they exist.
+    inspector = inspect(connection)
+    indexes = set()
+    if inspector.has_table("tasks"):
+        indexes = {ix["name"] for ix in inspector.get_indexes("tasks")}
+    missing = EXPRESSION_INDEXES - indexes
+    if missing and inspector.has_table("tasks"):
+        differences.append(("missing expression index", sorted(missing)))
+    return differences
 
 
 def _tables(connection: Connection) -> set[str]:
