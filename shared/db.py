@@ -37,6 +37,12 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         options["connect_args"] = {"timeout": 30}
+        # SQLite has one writer and every transaction takes the write lock at BEGIN: one
+        # connection per process, with requests queueing for it in order, beats several
+        # connections polling SQLite's busy handler (which sleeps in growing steps).
+        options["pool_size"] = 1
+        options["max_overflow"] = 0
+        options["pool_timeout"] = 120
     elif backend == "mysql":
         options["isolation_level"] = "READ COMMITTED"
         options["pool_recycle"] = 3600

@@ -51,22 +51,22 @@ def snapshot_of(
 async def snapshot(
     session: AsyncSession, task: Task, previous_status: str | None = None
 ) -> dict[str, Any]:
-    label = await session.scalar(
-        select(col(TaskTemplate.label)).where(col(TaskTemplate.id) == task.template_id)
-    )
-    holder = None
-    if task.lock_holder_id is not None:
-        holder = await session.scalar(
-            select(col(User.username)).where(col(User.id) == task.lock_holder_id)
+    """The task as an event carries it: template label, holder and tags in one round trip."""
+    holder = User.__table__.alias("holder")  # type: ignore[attr-defined]
+    rows = (
+        await session.execute(
+            select(col(TaskTemplate.label), holder.c.username, col(Tag.name))
+            .select_from(TaskTemplate)
+            .outerjoin(holder, holder.c.id == task.lock_holder_id)
+            .outerjoin(TaskTag, col(TaskTag.task_id) == task.id)
+            .outerjoin(Tag, col(Tag.id) == col(TaskTag.tag_id))
+            .where(col(TaskTemplate.id) == task.template_id)
         )
-    tags = list(
-        await session.scalars(
-            select(col(Tag.name))
-            .join(TaskTag, col(TaskTag.tag_id) == col(Tag.id))
-            .where(col(TaskTag.task_id) == task.id)
-        )
-    )
-    return snapshot_of(task, label, tags, holder, previous_status)
+    ).all()
+    label = rows[0][0] if rows else None
+    holder_name = rows[0][1] if rows else None
+    tags = [row[2] for row in rows if row[2] is not None]
+    return snapshot_of(task, label, tags, holder_name, previous_status)
 
 
 async def emit(

@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 import jwt
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -80,47 +80,59 @@ def _unauthorized(settings: Settings, detail: str) -> Unauthorized:
     return Unauthorized(detail, headers={"WWW-Authenticate": f'Basic realm="{realm}"'})
 
 
-async def permissions_of(session: AsyncSession, user_id: int) -> frozenset[str]:
-    rows = await session.scalars(
-        select(col(RolePermission.permission))
-        .join(UserRole, col(UserRole.role_id) == col(RolePermission.role_id))
-        .where(col(UserRole.user_id) == user_id)
+async def _principals(
+    session: AsyncSession, condition: ColumnElement[bool]
+) -> dict[int, tuple[User, set[str]]]:
+    """Users matching `condition` with their permissions, in one round trip."""
+    rows = await session.execute(
+        select(User, col(RolePermission.permission))
+        .outerjoin(UserRole, col(UserRole.user_id) == col(User.id))
+        .outerjoin(RolePermission, col(RolePermission.role_id) == col(UserRole.role_id))
+        .where(condition)
     )
-    return frozenset(rows)
+    found: dict[int, tuple[User, set[str]]] = {}
+    for user, permission in rows:
+        assert user.id is not None
+        entry = found.setdefault(user.id, (user, set()))
+        if permission is not None:
+            entry[1].add(permission)
+    return found
 
 
-async def _actor(session: AsyncSession, user: User) -> Actor:
+def _actor_of(user: User, permissions: set[str]) -> Actor:
     assert user.id is not None
-    permissions = await permissions_of(session, user.id)
-    return Actor(user.id, user.username, permissions, user.assignment_weight)
+    return Actor(user.id, user.username, frozenset(permissions), user.assignment_weight)
 
 
-async def find_login(session: AsyncSession, login: str) -> User | None:
-    """The user whose username (preferred) or email is `login`."""
-    users = list(
-        await session.scalars(
-            select(User).where(or_(col(User.username) == login, col(User.email) == login)).limit(2)
-        )
-    )
-    for user in users:
+async def find_login(session: AsyncSession, login: str) -> tuple[User, set[str]] | None:
+    """The user whose username (preferred) or email is `login`, with its permissions."""
+    found = await _principals(session, or_(col(User.username) == login, col(User.email) == login))
+    for user, permissions in found.values():
         if user.username == login:
-            return user
-    return users[0] if users else None
+            return user, permissions
+    return next(iter(found.values()), None)
+
+
+async def check_login(
+    session: AsyncSession, cache: CredentialCache, login: str, password: str
+) -> tuple[User, set[str]] | None:
+    found = await find_login(session, login)
+    if found is None or not found[0].active:
+        return None
+    user = found[0]
+    if not cache.hit(user, password):
+        ok = await anyio.to_thread.run_sync(verify_password, password, user.password_hash)
+        if not ok:
+            return None
+        cache.remember(user, password)
+    return found
 
 
 async def check_password(
     session: AsyncSession, cache: CredentialCache, login: str, password: str
 ) -> User | None:
-    user = await find_login(session, login)
-    if user is None or not user.active:
-        return None
-    if cache.hit(user, password):
-        return user
-    ok = await anyio.to_thread.run_sync(verify_password, password, user.password_hash)
-    if not ok:
-        return None
-    cache.remember(user, password)
-    return user
+    found = await check_login(session, cache, login, password)
+    return found[0] if found else None
 
 
 async def authenticate_basic(
@@ -133,10 +145,10 @@ async def authenticate_basic(
     login, sep, password = decoded.partition(":")
     if not sep:
         raise _unauthorized(settings, "Malformed Basic credentials")
-    user = await check_password(session, cache, login, password)
-    if user is None:
+    found = await check_login(session, cache, login, password)
+    if found is None:
         raise _unauthorized(settings, "Invalid username or password")
-    return await _actor(session, user)
+    return _actor_of(*found)
 
 
 def issue_token(settings: Settings, secret: str, user: User, kind: str) -> tuple[str, int]:
@@ -156,9 +168,9 @@ def issue_token(settings: Settings, secret: str, user: User, kind: str) -> tuple
     return jwt.encode(claims, secret, algorithm=ALGORITHM), int(lifetime.total_seconds())
 
 
-async def user_from_token(
+async def principal_from_token(
     session: AsyncSession, settings: Settings, secret: str, token: str, kind: str
-) -> User:
+) -> tuple[User, set[str]]:
     try:
         claims: dict[str, Any] = jwt.decode(
             token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]}
@@ -169,10 +181,17 @@ async def user_from_token(
         raise _unauthorized(settings, "Invalid token") from exc
     if claims.get("typ") != kind or not str(claims.get("sub", "")).isdigit():
         raise _unauthorized(settings, f"Not an {kind} token")
-    user = await session.get(User, int(claims["sub"]))
-    if user is None or not user.active or user.token_version != claims.get("ver"):
+    user_id = int(claims["sub"])
+    found = (await _principals(session, col(User.id) == user_id)).get(user_id)
+    if found is None or not found[0].active or found[0].token_version != claims.get("ver"):
         raise _unauthorized(settings, "Token revoked")
-    return user
+    return found
+
+
+async def user_from_token(
+    session: AsyncSession, settings: Settings, secret: str, token: str, kind: str
+) -> User:
+    return (await principal_from_token(session, settings, secret, token, kind))[0]
 
 
 async def authenticate(
@@ -189,6 +208,6 @@ async def authenticate(
     if scheme == "basic":
         return await authenticate_basic(session, settings, cache, credentials.strip())
     if scheme == "bearer":
-        user = await user_from_token(session, settings, secret, credentials.strip(), "access")
-        return await _actor(session, user)
+        found = await principal_from_token(session, settings, secret, credentials.strip(), "access")
+        return _actor_of(*found)
     raise _unauthorized(settings, f"Unsupported authorization scheme '{scheme}'")

@@ -31,6 +31,10 @@ class GroupMemberRead(BaseModel):
     user: str
     username: str
     assignment_weight: float
+    active: bool = True
+    visible_queued_tasks: int = Field(
+        default=0, description="How many of the group's queued tasks this member's share shows"
+    )
 
 
 class GroupRead(BaseModel):
@@ -42,6 +46,7 @@ class GroupRead(BaseModel):
     tasks: str
     users: str
     members: list[GroupMemberRead]
+    queued_tasks: int = Field(default=0, description="The group's queued tasks")
 
 
 class GroupList(BaseModel):

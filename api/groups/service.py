@@ -20,6 +20,7 @@ from api.groups.schemas import (
     UserRef,
 )
 from api.refs import uri
+from api.tasks.visibility import share_counts
 from shared.models import Group, GroupMember, TaskGroupLink, User
 
 
@@ -57,12 +58,15 @@ async def member_uris(session: AsyncSession, group: Group) -> list[str]:
 
 async def read_group(session: AsyncSession, group: Group) -> GroupRead:
     assert group.id is not None
-    rows = await session.execute(
-        select(User.id, User.username, User.assignment_weight)
-        .join(GroupMember, col(GroupMember.user_id) == User.id)
-        .where(GroupMember.group_id == group.id)
-        .order_by(col(User.id))
-    )
+    rows = (
+        await session.execute(
+            select(User.id, User.username, User.assignment_weight, User.active)
+            .join(GroupMember, col(GroupMember.user_id) == User.id)
+            .where(GroupMember.group_id == group.id)
+            .order_by(col(User.id))
+        )
+    ).all()
+    shares = await share_counts(session, group.id, [(w if a else 0.0) for _, _, w, a in rows])
     base = uri("groups", group.id)
     return GroupRead(
         uri=base,
@@ -73,9 +77,16 @@ async def read_group(session: AsyncSession, group: Group) -> GroupRead:
         tasks=f"{base}/tasks",
         users=f"{base}/users",
         members=[
-            GroupMemberRead(user=uri("users", i), username=name, assignment_weight=weight)
-            for i, name, weight in rows
+            GroupMemberRead(
+                user=uri("users", i),
+                username=name,
+                assignment_weight=weight,
+                active=active,
+                visible_queued_tasks=visible,
+            )
+            for (i, name, weight, active), visible in zip(rows, shares.visible, strict=True)
         ],
+        queued_tasks=shares.queued,
     )
 
 

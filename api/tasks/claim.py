@@ -2,9 +2,9 @@
 
 PostgreSQL runs one statement: `UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED)
 RETURNING`, so concurrent claimers skip each other's rows instead of queueing on them.
-MariaDB/MySQL have no UPDATE ... RETURNING: SELECT ... FOR UPDATE SKIP LOCKED, then the
-UPDATE, in one READ COMMITTED transaction. SQLite has a single writer and every transaction
-starts with BEGIN IMMEDIATE, so a plain select-then-update cannot race.
+SQLite runs the same statement (it drops FOR UPDATE: it has a single writer, and every
+transaction starts with BEGIN IMMEDIATE). MariaDB/MySQL have no UPDATE ... RETURNING:
+SELECT ... FOR UPDATE SKIP LOCKED, then the UPDATE, in one READ COMMITTED transaction.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ async def claim(
         "update_time": now,
     }
     backend = session.get_bind().dialect.name
-    if backend == "postgresql":
+    if backend in ("postgresql", "sqlite"):
         task = await session.scalar(
             update(Task)
             .where(col(Task.id) == _next(conds).scalar_subquery())

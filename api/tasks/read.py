@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -46,33 +46,27 @@ async def summaries(session: AsyncSession, tasks: Sequence[Task]) -> list[TaskSu
     ]
 
 
+async def _links(session: AsyncSession, task_id: int) -> dict[str, list[int]]:
+    """A task's users, groups, users via its groups and tags, in one round trip."""
+    query = union_all(
+        select(literal("u"), col(TaskUser.user_id)).where(col(TaskUser.task_id) == task_id),
+        select(literal("g"), col(TaskGroupLink.group_id)).where(
+            col(TaskGroupLink.task_id) == task_id
+        ),
+        select(literal("v"), col(GroupMember.user_id))
+        .join(TaskGroupLink, col(TaskGroupLink.group_id) == col(GroupMember.group_id))
+        .where(col(TaskGroupLink.task_id) == task_id),
+        select(literal("t"), col(TaskTag.tag_id)).where(col(TaskTag.task_id) == task_id),
+    )
+    links: dict[str, set[int]] = {"u": set(), "g": set(), "v": set(), "t": set()}
+    for kind, ref in await session.execute(query):
+        links[kind].add(ref)
+    return {kind: sorted(refs) for kind, refs in links.items()}
+
+
 async def read_task(session: AsyncSession, task: Task) -> TaskRead:
     assert task.id is not None
-    user_ids = list(
-        await session.scalars(
-            select(col(TaskUser.user_id))
-            .where(col(TaskUser.task_id) == task.id)
-            .order_by(col(TaskUser.user_id))
-        )
-    )
-    group_ids = list(
-        await session.scalars(
-            select(col(TaskGroupLink.group_id))
-            .where(col(TaskGroupLink.task_id) == task.id)
-            .order_by(col(TaskGroupLink.group_id))
-        )
-    )
-    via_group: list[int] = []
-    if group_ids:
-        via_group = list(
-            await session.scalars(
-                select(col(GroupMember.user_id))
-                .where(col(GroupMember.group_id).in_(group_ids))
-                .distinct()
-                .order_by(col(GroupMember.user_id))
-            )
-        )
-    tags = (await tags_of(session, [task.id])).get(task.id, [])
+    links = await _links(session, task.id)
     base = uri("tasks", task.id)
     return TaskRead(
         uri=base,
@@ -82,7 +76,7 @@ async def read_task(session: AsyncSession, task: Task) -> TaskRead:
         content=task.content,
         status=task.status,
         lock=f"{base}/lock",
-        tags=[uri("tags", tag.id) for tag in tags],
+        tags=[uri("tags", i) for i in links["t"]],
         callback_url=task.callback_url,
         callback_content=task.callback_content,
         generator_url=task.generator_url,
@@ -92,9 +86,9 @@ async def read_task(session: AsyncSession, task: Task) -> TaskRead:
         priority=task.priority,
         create_time=task.create_time,
         update_time=task.update_time,
-        users=[uri("users", i) for i in user_ids],
-        groups=[uri("groups", i) for i in group_ids],
-        users_via_group=[uri("users", i) for i in via_group],
+        users=[uri("users", i) for i in links["u"]],
+        groups=[uri("groups", i) for i in links["g"]],
+        users_via_group=[uri("users", i) for i in links["v"]],
         lock_holder=uri("users", task.lock_holder_id) if task.lock_holder_id else None,
         lock_expires_at=task.lock_expires_at,
         lock_version=task.lock_version,

@@ -9,9 +9,11 @@ weight > 0 is visible to all of them, so none is orphaned.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, func, or_, select
+from sqlalchemy import ColumnElement, case, exists, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlmodel import col
 
@@ -62,3 +64,24 @@ def reachable_by(user_id: int) -> ColumnElement[bool]:
         col(GroupMember.user_id) == user_id,
     )
     return or_(col(Task.lock_holder_id) == user_id, direct, via_group)
+
+
+@dataclass
+class ShareCounts:
+    queued: int
+    visible: list[int]
+
+
+async def share_counts(session: AsyncSession, group_id: int, weights: list[float]) -> ShareCounts:
+    """How many of a group's queued tasks each weight sees (the pull rule, counted in SQL)."""
+    in_group = select(col(TaskGroupLink.task_id)).where(col(TaskGroupLink.group_id) == group_id)
+    queued = [col(Task.status) == TaskStatus.queued.value, col(Task.id).in_(in_group)]
+    top = max((w for w in weights if w > 0), default=0.0)
+    columns = [func.count()]
+    for weight in weights:
+        seen = col(Task.share_hash) < weight
+        if weight > 0:
+            seen = or_(seen, col(Task.share_hash) >= top)
+        columns.append(func.count(case((seen, 1))))
+    row = (await session.execute(select(*columns).select_from(Task).where(*queued))).one()
+    return ShareCounts(queued=row[0], visible=list(row[1:]))

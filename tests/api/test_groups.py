@@ -34,9 +34,22 @@ async def test_create_group_with_members_returns_6x_shape(
     assert group["tasks"] == group["uri"] + "/tasks"
     assert group["users"] == group["uri"] + "/users"
     assert group["members"] == [
-        {"user": jdoe, "username": "jdoe", "assignment_weight": 1.0},
-        {"user": asmith, "username": "asmith", "assignment_weight": 0.5},
+        {
+            "user": jdoe,
+            "username": "jdoe",
+            "assignment_weight": 1.0,
+            "active": True,
+            "visible_queued_tasks": 0,
+        },
+        {
+            "user": asmith,
+            "username": "asmith",
+            "assignment_weight": 0.5,
+            "active": True,
+            "visible_queued_tasks": 0,
+        },
     ]
+    assert group["queued_tasks"] == 0
     assert "create_time" in group
     assert (await admin.get("/api/v1/groups/neuroradiology")).json() == group
     assert (await admin.get(group["uri"])).json() == group

@@ -25,20 +25,21 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.backends import TestDatabase, create_database
+from tests.backends import TestDatabase, create_database, require_service
 
 # The console script installed next to the interpreter running the tests (the venv's bin/).
 TASKMANAGER = Path(sys.executable).parent / "taskmanager"
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
-LOG_TAIL_LINES = 80
+LOG_TAIL_LINES = 40
 
 # Everything that configures the service (section 5 of the spec), including the 6.x names.
 _CONFIG_PREFIXES = ("TASKMAN_", "DB_")
 _CONFIG_NAMES = frozenset(
     {"SQLALCHEMY_DATABASE_URI", "SECRET_KEY", "SECURITY_PASSWORD_SALT", "SENTRY_DSN"}
 )
-_TRACEBACK = re.compile(r"^Traceback \(most recent call last\):$.*?^\S.*?$", re.M | re.S)
+_TRACEBACK = re.compile(r"^Traceback \(most recent call last\):\n.*?^\S[^\n]*$", re.M | re.S)
+_SITE_PACKAGES = "/site-packages/"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -67,6 +68,12 @@ class Server:
     log_path: Path
     process: subprocess.Popen[bytes]
     env: dict[str, str] = field(repr=False)
+    _reported: int = field(default=0, init=False, repr=False)
+
+    @property
+    def admin_password(self) -> str:
+        """The bootstrap admin's password: admin/admin only in the embedded start."""
+        return self.env.get("TASKMAN_ADMIN_PASSWORD", "admin")
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
@@ -74,17 +81,30 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def tracebacks(self) -> list[str]:
-        """Every distinct traceback the server logged, in order."""
-        return list(dict.fromkeys(m.group(0) for m in _TRACEBACK.finditer(self.log())))
+    def tracebacks(self, text: str) -> list[str]:
+        """The distinct tracebacks in `text` (uvicorn logs each one a second time)."""
+        seen: dict[tuple[str, ...], str] = {}
+        for match in _TRACEBACK.finditer(text):
+            block = match.group(0)
+            lines = block.splitlines()
+            own_frames = [line for line in lines if "File " in line and _SITE_PACKAGES not in line]
+            signature = (*own_frames, re.sub(r"\d+", "N", lines[-1]))
+            seen.setdefault(signature, block)
+        return list(seen.values())
 
     def report(self) -> str:
-        """What a failing test shows: the server's tracebacks and the end of its log."""
-        tail = "\n".join(self.log().splitlines()[-LOG_TAIL_LINES:])
-        parts = [f"server {self.base_url} (cwd {self.workdir})"]
-        if tracebacks := self.tracebacks():
+        """What a failing test shows: the server's tracebacks and the end of its log.
+
+        Only what the server logged since the previous report, so that each failure shows
+        the errors of its own requests; the whole log stays in `log_path`.
+        """
+        log = self.log()
+        new, self._reported = log[self._reported :], len(log)
+        parts = [f"server {self.base_url}, log {self.log_path}"]
+        if tracebacks := self.tracebacks(new):
             parts.append("tracebacks in the server log:\n" + "\n\n".join(tracebacks))
-        parts.append(f"last {LOG_TAIL_LINES} lines of {self.log_path}:\n{tail}")
+        tail = "\n".join(new.splitlines()[-LOG_TAIL_LINES:])
+        parts.append(f"server log since the previous report (at most {LOG_TAIL_LINES} lines):\n{tail}")
         return "\n\n".join(parts)
 
 
@@ -212,6 +232,18 @@ def configured_database_env(backend: str, tmp: Path) -> Iterator[dict[str, str]]
         }
     finally:
         asyncio.run(database.drop())
+
+
+@contextmanager
+def backend_server(backend: str, workdir: Path) -> Iterator[Server]:
+    """"sqlite": the embedded start; otherwise a new database, configured as a deployment does."""
+    if backend == "sqlite":
+        with run_server(workdir) as server:
+            yield server
+        return
+    require_service(backend)
+    with configured_database_env(backend, workdir) as env, run_server(workdir, env) as server:
+        yield server
 
 
 @pytest.fixture
