@@ -24,6 +24,10 @@ log = logging.getLogger("taskmanager.leases")
 API = "/api/v1"
 
 
+# Built once: aliasing per call would rebuild column proxies on every event.
+_HOLDER = User.__table__.alias("holder")  # type: ignore[attr-defined]
+
+
 def snapshot_of(
     task: Task,
     template_label: str | None,
@@ -52,7 +56,7 @@ async def snapshot(
     session: AsyncSession, task: Task, previous_status: str | None = None
 ) -> dict[str, Any]:
     """The task as an event carries it: template label, holder and tags in one round trip."""
-    holder = User.__table__.alias("holder")  # type: ignore[attr-defined]
+    holder = _HOLDER
     rows = (
         await session.execute(
             select(col(TaskTemplate.label), holder.c.username, col(Tag.name))

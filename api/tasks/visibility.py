@@ -21,10 +21,14 @@ from shared.models import GroupMember, Task, TaskGroupLink, TaskUser, User
 from shared.status import TaskStatus
 
 
+# Built once: aliasing per call would rebuild column proxies on every request.
+_member = aliased(GroupMember)
+_person = aliased(User)
+
+
 def group_share_max(group_id: Any) -> ColumnElement[float]:
     """The largest weight among a group's active members with weight > 0."""
-    member = aliased(GroupMember)
-    person = aliased(User)
+    member, person = _member, _person
     return (
         select(func.max(col(person.assignment_weight)))
         .select_from(member)

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,7 +104,9 @@ class Server:
         if tracebacks := self.tracebacks(new):
             parts.append("tracebacks in the server log:\n" + "\n\n".join(tracebacks))
         tail = "\n".join(new.splitlines()[-LOG_TAIL_LINES:])
-        parts.append(f"server log since the previous report (at most {LOG_TAIL_LINES} lines):\n{tail}")
+        parts.append(
+            f"server log since the previous report (at most {LOG_TAIL_LINES} lines):\n{tail}"
+        )
         return "\n\n".join(parts)
 
 
@@ -115,7 +117,7 @@ _LIVE: list[Server] = []
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
-) -> Iterator[pytest.TestReport]:
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report: pytest.TestReport = yield
     if report.failed:
         for server in _LIVE:
@@ -236,7 +238,7 @@ def configured_database_env(backend: str, tmp: Path) -> Iterator[dict[str, str]]
 
 @contextmanager
 def backend_server(backend: str, workdir: Path) -> Iterator[Server]:
-    """"sqlite": the embedded start; otherwise a new database, configured as a deployment does."""
+    """ "sqlite": the embedded start; otherwise a new database, configured as a deployment does."""
     if backend == "sqlite":
         with run_server(workdir) as server:
             yield server

@@ -62,6 +62,10 @@ def test_docs_load_without_internet(embedded_server: Server) -> None:
 
 def test_first_run_tour(embedded_server: Server) -> None:
     base = embedded_server.base_url
+    # Nothing from the developer's environment configures this server.
+    settings = {key for key in embedded_server.env if key.startswith(("TASKMAN_", "DB_"))}
+    assert settings == {"TASKMAN_DATA_DIR"}
+    assert not {"SQLALCHEMY_DATABASE_URI", "SECRET_KEY"} & embedded_server.env.keys()
     data_dir = embedded_server.workdir / "data"
     assert (data_dir / "taskmanager.db").is_file(), "the embedded database is in the data folder"
     assert (data_dir / "secret_key").is_file(), "the generated secret key is kept for restarts"

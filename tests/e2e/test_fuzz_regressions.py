@@ -7,7 +7,6 @@ ask for the marker to go.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest

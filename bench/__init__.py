@@ -1,0 +1,1 @@
+"""Benchmarks: scenarios that print figures and ratios (`python -m bench`), never pass/fail."""
