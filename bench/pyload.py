@@ -114,9 +114,7 @@ async def _drive(
     )
 
 
-def drive(
-    host: str, port: int, request: bytes, connections: int, seconds: float, out: str
-) -> None:
+def drive(host: str, port: int, request: bytes, connections: int, seconds: float, out: str) -> None:
     """A process's entry point: run `connections` clients for `seconds`, write counts to `out`."""
     main = _drive(host, port, request, connections, seconds, Path(out))
     try:

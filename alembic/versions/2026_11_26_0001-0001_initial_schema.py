@@ -199,6 +199,9 @@ def upgrade() -> None:
         )
         batch_op.create_index(batch_op.f("ix_tasks_project"), ["project"], unique=False)
         batch_op.create_index(
+            "ix_tasks_project_tracking_id", ["project", "tracking_id"], unique=False
+        )
+        batch_op.create_index(
             "ix_tasks_status_priority_id", ["status", sa.text("priority DESC"), "id"], unique=False
         )
         batch_op.create_index(batch_op.f("ix_tasks_taskgroup_id"), ["taskgroup_id"], unique=False)

@@ -50,6 +50,7 @@ class ListParams:
         status: str | None = Query(None, description="queued, locked, done, aborted or failed"),
         tag: list[str] = Query(default_factory=list, description="Tag names; all must match"),
         application_name: str | None = None,
+        tracking_id: str | None = Query(None, description="The id the generating system gave"),
         scope: str | None = Query(None, description="'all' (task_read_all) or 'mine'"),
         offset: int = Query(0, ge=0),
         limit: int | None = Query(None, ge=1, description="Default and maximum: the max page"),
@@ -61,6 +62,7 @@ class ListParams:
             status=status,
             tags=tag,
             application_name=application_name,
+            tracking_id=tracking_id,
             scope=scope,
         )
         self.offset = offset

@@ -61,6 +61,7 @@ class TaskFilter:
     status: str | None = None
     tags: list[str] = field(default_factory=list)
     application_name: str | None = None
+    tracking_id: str | None = None
     scope: str | None = None
     group_id: int | None = None
 
@@ -97,6 +98,8 @@ async def _conditions(
         conds.append(col(Task.status) == parse_status(f.status).value)
     if f.application_name is not None:
         conds.append(col(Task.application_name) == f.application_name)
+    if f.tracking_id is not None:
+        conds.append(col(Task.tracking_id) == f.tracking_id)
     for name in dict.fromkeys(f.tags):
         tag_id = await session.scalar(select(col(Tag.id)).where(col(Tag.name) == name))
         if tag_id is None:

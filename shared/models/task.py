@@ -16,6 +16,8 @@ class Task(SQLModel, table=True):
         # Claim order: the queue of one status, highest priority first, then oldest.
         Index("ix_tasks_status_priority_id", "status", text("priority DESC"), "id"),
         Index("ix_tasks_lock_expires_at", "lock_expires_at"),
+        # A study's systems find their tasks by tracking id within a project.
+        Index("ix_tasks_project_tracking_id", "project", "tracking_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -114,8 +114,9 @@ async def test_list_filters_and_total(admin: httpx.AsyncClient, make_user: UserF
     for i in range(5):
         await make_task(admin, users=["jdoe"], tags=["a"] + (["b"] if i % 2 else []))
     await make_task(admin, users=["jdoe"], template="other", project="p2", application_name="ViewR")
+    tracked = await make_task(admin, users=["jdoe"], tracking_id="L7")
     params = {"user": "jdoe"}
-    assert (await admin.get("/api/v1/tasks", params=params)).json()["total_tasks"] == 6
+    assert (await admin.get("/api/v1/tasks", params=params)).json()["total_tasks"] == 7
     r = await admin.get("/api/v1/tasks", params={**params, "tag": ["a", "b"]})
     assert r.json()["total_tasks"] == 2
     r = await admin.get("/api/v1/tasks", params={**params, "template": "other"})
@@ -124,8 +125,10 @@ async def test_list_filters_and_total(admin: httpx.AsyncClient, make_user: UserF
     assert r.json()["total_tasks"] == 1
     r = await admin.get("/api/v1/tasks", params={**params, "application_name": "ViewR"})
     assert r.json()["total_tasks"] == 1
+    r = await admin.get("/api/v1/tasks", params={**params, "tracking_id": "L7"})
+    assert [t["id"] for t in r.json()["tasks"]] == [tracked["id"]]
     page = (await admin.get("/api/v1/tasks", params={**params, "limit": 2, "offset": 1})).json()
-    assert page["total_tasks"] == 6
+    assert page["total_tasks"] == 7
     assert len(page["tasks"]) == 2
     assert page["offset"] == 1
     assert page["limit"] == 2
