@@ -20,7 +20,6 @@ from sqlmodel import col
 from shared.models import GroupMember, Task, TaskGroupLink, TaskUser, User
 from shared.status import TaskStatus
 
-
 # Built once: aliasing per call would rebuild column proxies on every request.
 _member = aliased(GroupMember)
 _person = aliased(User)
