@@ -7,6 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from api.auth.service import Actor
 from api.deps import CurrentActor, SessionDep, SettingsDep, require
 from api.errors import problem_responses
 from api.refs import uri
@@ -30,8 +31,8 @@ router = APIRouter(
 Reader = Annotated[CurrentActor, Depends(require("task_read", "task_read_all", "task_add"))]
 
 
-async def _read(session: AsyncSession, taskgroup: TaskGroup) -> TaskGroupRead:
-    tasks = await service.tasks_of(session, taskgroup)
+async def _read(session: AsyncSession, actor: Actor, taskgroup: TaskGroup) -> TaskGroupRead:
+    tasks = await service.tasks_of(session, actor, taskgroup)
     return TaskGroupRead(
         uri=uri("taskgroups", taskgroup.id),
         id=taskgroup.id or 0,
@@ -44,8 +45,10 @@ async def _read(session: AsyncSession, taskgroup: TaskGroup) -> TaskGroupRead:
 
 
 @router.get("", summary="List task groups")
-async def list_taskgroups(session: SessionDep, _: Reader) -> TaskGroupList:
-    rows = await session.scalars(select(TaskGroup).order_by(col(TaskGroup.id)))
+async def list_taskgroups(session: SessionDep, actor: Reader) -> TaskGroupList:
+    rows = await session.scalars(
+        select(TaskGroup).where(*service.visible_filter(actor)).order_by(col(TaskGroup.id))
+    )
     return TaskGroupList(
         taskgroups=[
             TaskGroupBrief(
@@ -68,12 +71,12 @@ async def create_taskgroup(
     settings: SettingsDep,
     actor: Annotated[CurrentActor, Depends(require("task_add"))],
 ) -> TaskGroupRead:
-    return await _read(session, await service.create(session, actor, settings, data))
+    return await _read(session, actor, await service.create(session, actor, settings, data))
 
 
 @router.get("/{taskgroup}", summary="Get a task group by id or label")
-async def get_taskgroup(taskgroup: str, session: SessionDep, _: Reader) -> TaskGroupRead:
-    return await _read(session, await service.get(session, taskgroup))
+async def get_taskgroup(taskgroup: str, session: SessionDep, actor: Reader) -> TaskGroupRead:
+    return await _read(session, actor, await service.get_visible(session, actor, taskgroup))
 
 
 @router.put("/{taskgroup}", summary="Change a task group's label or callback")
@@ -81,8 +84,8 @@ async def update_taskgroup(
     taskgroup: str,
     data: TaskGroupUpdate,
     session: SessionDep,
-    _: Annotated[CurrentActor, Depends(require("task_update_all"))],
+    actor: Annotated[CurrentActor, Depends(require("task_update_all"))],
 ) -> TaskGroupRead:
     found = await service.get(session, taskgroup)
     await service.update(session, found, data)
-    return await _read(session, found)
+    return await _read(session, actor, found)

@@ -1,16 +1,17 @@
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from api import lookup
 from api.auth.service import Actor
 from api.content import optional_text
-from api.errors import BadRequest, Conflict, Unprocessable
+from api.errors import BadRequest, Conflict, NotFound, Unprocessable
 from api.taskgroups.schemas import DistributeMethod, TaskGroupCreate, TaskGroupUpdate
 from api.tasks import distribution
 from api.tasks.service import create_task
+from api.tasks.visibility import reachable_by
 from shared.models import Task, TaskGroup
 from shared.settings import Settings
 
@@ -84,9 +85,35 @@ async def update(session: AsyncSession, taskgroup: TaskGroup, data: TaskGroupUpd
     await session.flush()
 
 
-async def tasks_of(session: AsyncSession, taskgroup: TaskGroup) -> list[Task]:
-    return list(
-        await session.scalars(
-            select(Task).where(col(Task.taskgroup_id) == taskgroup.id).order_by(col(Task.id))
+async def tasks_of(session: AsyncSession, actor: Actor, taskgroup: TaskGroup) -> list[Task]:
+    """The group's tasks the caller may reach (all of them with task_read_all)."""
+    query = select(Task).where(col(Task.taskgroup_id) == taskgroup.id).order_by(col(Task.id))
+    if not actor.can("task_read_all"):
+        query = query.where(reachable_by(actor.id))
+    return list(await session.scalars(query))
+
+
+async def get_visible(session: AsyncSession, actor: Actor, ref: str | int) -> TaskGroup:
+    """The task group, if the caller reaches one of its tasks (or has task_read_all)."""
+    taskgroup = await get(session, ref)
+    if not actor.can("task_read_all"):
+        reachable = await session.scalar(
+            select(col(Task.id))
+            .where(col(Task.taskgroup_id) == taskgroup.id, reachable_by(actor.id))
+            .limit(1)
         )
-    )
+        if reachable is None:
+            raise NotFound(f"Task group '{ref}' not found")
+    return taskgroup
+
+
+def visible_filter(actor: Actor) -> list[ColumnElement[bool]]:
+    if actor.can("task_read_all"):
+        return []
+    return [
+        col(TaskGroup.id).in_(
+            select(col(Task.taskgroup_id)).where(
+                col(Task.taskgroup_id).is_not(None), reachable_by(actor.id)
+            )
+        )
+    ]

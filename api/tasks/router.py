@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Header, Query, Response
 from api import lookup
 from api.deps import CurrentActor, SessionDep, SettingsDep, require
 from api.errors import Unprocessable, problem_responses
+from api.groups.service import get_visible_group
 from api.tasks import bulk, claim, service, transitions
 from api.tasks.read import read_lock, read_task, summaries
 from api.tasks.schemas import (
@@ -112,7 +113,7 @@ async def list_group_tasks(
     settings: SettingsDep,
     params: Annotated[ListParams, Depends()],
 ) -> TaskList:
-    found = await lookup.group(session, group_ref)
+    found = await get_visible_group(session, actor, group_ref)
     params.filter.group_id = found.id
     if not actor.can("task_read_all"):
         params.filter.user = str(actor.id)

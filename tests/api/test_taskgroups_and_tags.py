@@ -120,3 +120,25 @@ async def test_tags_list_rename_and_tasks(admin: httpx.AsyncClient, make_user: U
     assert (await admin.get("/api/v1/tags/qa")).status_code == 404
     assert (await admin.delete(tag_uri)).status_code == 204
     assert (await admin.get(task["uri"])).json()["tags"] == []
+
+
+async def test_reader_sees_only_its_own_tasks_of_a_taskgroup(
+    admin: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    await make_template(admin)
+    jdoe = await make_user("jdoe")
+    asmith = await make_user("asmith")
+    await make_user("bkim")
+    items = [
+        {**_tasks(1)[0], "users": ["jdoe"]},
+        {**_tasks(2)[1], "users": ["asmith"]},
+    ]
+    group = (await admin.post("/api/v1/taskgroups", json={"label": "g", "tasks": items})).json()
+    mine = (await jdoe.get(group["uri"])).json()
+    assert [t["uri"] for t in mine["tasks"]] == [group["tasks"][0]["uri"]]
+    theirs = (await asmith.get("/api/v1/taskgroups/g")).json()
+    assert [t["uri"] for t in theirs["tasks"]] == [group["tasks"][1]["uri"]]
+    bkim = await make_user("bkim2")
+    assert (await bkim.get(group["uri"])).status_code == 404
+    assert (await bkim.get("/api/v1/taskgroups")).json() == {"taskgroups": []}
+    assert len((await jdoe.get("/api/v1/taskgroups")).json()["taskgroups"]) == 1
