@@ -25,7 +25,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.backends import TestDatabase, create_database, require_service
+from tests.backends import TestDatabase, create_database
+from tests.backends import require_service as require_service  # e2e tests import it here
 
 # The console script installed next to the interpreter running the tests (the venv's bin/).
 TASKMANAGER = Path(sys.executable).parent / "taskmanager"
@@ -61,6 +62,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def distinct_tracebacks(log: str) -> list[str]:
+    """The tracebacks in a server log, each once (uvicorn logs them a second time)."""
+    seen: dict[tuple[str, ...], str] = {}
+    for match in _TRACEBACK.finditer(log):
+        block = match.group(0)
+        lines = block.splitlines()
+        own_frames = [line for line in lines if "File " in line and _SITE_PACKAGES not in line]
+        signature = (*own_frames, re.sub(r"\d+", "N", lines[-1]))
+        seen.setdefault(signature, block)
+    return list(seen.values())
+
+
 @dataclass
 class Server:
     base_url: str
@@ -81,17 +94,6 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def tracebacks(self, text: str) -> list[str]:
-        """The distinct tracebacks in `text` (uvicorn logs each one a second time)."""
-        seen: dict[tuple[str, ...], str] = {}
-        for match in _TRACEBACK.finditer(text):
-            block = match.group(0)
-            lines = block.splitlines()
-            own_frames = [line for line in lines if "File " in line and _SITE_PACKAGES not in line]
-            signature = (*own_frames, re.sub(r"\d+", "N", lines[-1]))
-            seen.setdefault(signature, block)
-        return list(seen.values())
-
     def report(self) -> str:
         """What a failing test shows: the server's tracebacks and the end of its log.
 
@@ -101,7 +103,7 @@ class Server:
         log = self.log()
         new, self._reported = log[self._reported :], len(log)
         parts = [f"server {self.base_url}, log {self.log_path}"]
-        if tracebacks := self.tracebacks(new):
+        if tracebacks := distinct_tracebacks(new):
             parts.append("tracebacks in the server log:\n" + "\n\n".join(tracebacks))
         tail = "\n".join(new.splitlines()[-LOG_TAIL_LINES:])
         parts.append(
@@ -143,15 +145,18 @@ def _run_cli(args: list[str], workdir: Path, env: dict[str, str]) -> None:
         )
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def _stop(process: subprocess.Popen[bytes]) -> str | None:
+    """SIGTERM, then SIGKILL; what went wrong, if anything (a crash, a hung shutdown)."""
     if process.poll() is not None:
-        return
+        return f"taskmanager serve exited on its own, with {process.returncode}, during the test"
     process.send_signal(signal.SIGTERM)
     try:
         process.wait(STOP_TIMEOUT)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(STOP_TIMEOUT)
+        return f"taskmanager serve did not stop within {STOP_TIMEOUT:.0f} s of SIGTERM"
+    return None
 
 
 def _wait_ready(server: Server) -> bool:
@@ -219,7 +224,10 @@ def run_server(workdir: Path, env: dict[str, str] | None = None) -> Iterator[Ser
         yield server
     finally:
         _LIVE.remove(server)
-        _stop(server.process)
+        problem = _stop(server.process)
+    # Only when the test itself passed: its own failure is the one to show.
+    if problem:
+        pytest.fail(f"{problem}\n\n{server.report()}", pytrace=False)
 
 
 @contextmanager
@@ -238,7 +246,7 @@ def configured_database_env(backend: str, tmp: Path) -> Iterator[dict[str, str]]
 
 @contextmanager
 def backend_server(backend: str, workdir: Path) -> Iterator[Server]:
-    """ "sqlite": the embedded start; otherwise a new database, configured as a deployment does."""
+    """The embedded start for sqlite; otherwise a new database, configured as a deployment is."""
     if backend == "sqlite":
         with run_server(workdir) as server:
             yield server

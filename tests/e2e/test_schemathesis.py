@@ -10,7 +10,10 @@ Nothing is excluded. The fuzzing accounts must not lock themselves out, so the o
 that could deactivate, re-password, demote or re-permission an account are fuzzed with
 their target swapped when it is one of the fuzzing accounts (or their roles): the request
 then goes to a decoy user or role instead (see `World.protect`). This keeps those operations
-fuzzed against a real object without the rest of the run turning into a wall of 401/403s.
+fuzzed against a real object without the rest of the run turning into a wall of 401/403s,
+and needs no reset between the passes (a reset could not undo changed role permissions).
+Half of the generated path references name objects that exist, so that the operations get
+past their 404s.
 """
 
 from __future__ import annotations
@@ -47,8 +50,7 @@ DECOY_USER = "fuzz-decoy"
 PROTECTED_ROLES = frozenset({"admin", "user"})  # the fuzzing accounts' roles
 
 
-# Path parameters and the objects they name: half of the generated references are objects
-# that exist (from these dictionaries), so the operations get past their 404s.
+# Path parameters and the kind of object they name, for the dictionaries of existing ones.
 PATH_REFERENCES = {
     "user": "users",
     "user_ref": "users",
@@ -282,13 +284,14 @@ def world(fuzz_server: Server) -> Iterator[World]:
 
 
 @pytest.fixture(params=["admin", "reader"])
-def fuzz_as(request: pytest.FixtureRequest, world: World) -> Identity:
+def fuzz_as(request: pytest.FixtureRequest, world: World) -> Iterator[Identity]:
     identity = world.accounts[request.param]
     # Fresh objects for this pass: the previous one may have deleted or finished them.
     world.seed(identity.name)
+    yield identity
+    # A pass that locked its account out would have tested little but the 401 response.
     me = httpx.get(world.server.url("/api/v1/users/me"), headers=identity.headers)
-    assert me.status_code == 200, f"{identity.name} was locked out by an earlier pass: {me.text}"
-    return identity
+    assert me.status_code == 200, f"the fuzzer locked {identity.name} out: {me.text}"
 
 
 @pytest.fixture
