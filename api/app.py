@@ -84,14 +84,17 @@ def create_app(
         schema = original_openapi()
         schemas = schema.setdefault("components", {}).setdefault("schemas", {})
         schemas["Problem"] = Problem.model_json_schema()
-        # FastAPI documents its own 422 shape; ours is problem details.
+        problem = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
         for path in schema.get("paths", {}).values():
             for operation in path.values():
-                response = operation.get("responses", {}).get("422")
+                responses = operation.get("responses", {})
+                if "requestBody" in operation:
+                    # A body that is not UTF-8 or not parseable at all.
+                    responses.setdefault("400", {"description": "Bad Request", "content": problem})
+                # FastAPI documents its own 422 shape; ours is problem details.
+                response = responses.get("422")
                 if response is not None:
-                    response["content"] = {
-                        PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}
-                    }
+                    response["content"] = problem
         for name in ("HTTPValidationError", "ValidationError"):
             schemas.pop(name, None)
         return schema

@@ -109,6 +109,11 @@ def _describe_validation(errors: list[dict[str, Any]]) -> tuple[str, list[dict[s
     return "; ".join(parts) or "invalid request", cleaned
 
 
+def _is_nul_rejection(exc: DBAPIError) -> bool:
+    """PostgreSQL refuses NUL in text ("invalid byte sequence for encoding UTF8: 0x00")."""
+    return "0x00" in str(exc.orig)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
@@ -138,6 +143,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def _dbapi(_: Request, exc: DBAPIError) -> JSONResponse:
+        if _is_nul_rejection(exc):
+            return problem_response(422, "Text must not contain NUL (\\u0000) characters")
         log.exception("database error")
         return problem_response(500, "Internal database error")
 

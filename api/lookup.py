@@ -11,7 +11,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from sqlmodel import col
 
 from api.errors import NotFound
-from api.refs import parse_ref
+from api.refs import MAX_ID, parse_ref
 from shared.models import Group, TaskTemplate, User
 
 M = TypeVar("M")
@@ -26,7 +26,7 @@ async def lookup(
 ) -> M:
     key = parse_ref(ref)
     if isinstance(key, int):
-        row = await session.get(model, key)
+        row = await session.get(model, key) if 0 < key <= MAX_ID else None
     else:
         row = await session.scalar(select(model).where(name_column == key))
     if row is None:

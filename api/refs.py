@@ -5,6 +5,8 @@ from __future__ import annotations
 from contextvars import ContextVar
 
 API = "/api/v1"
+# Ids are 32-bit on every supported database; a larger number names nothing.
+MAX_ID = 2**31 - 1
 
 # The reverse-proxy prefix of the request being served (set by RootPathMiddleware).
 root_path: ContextVar[str] = ContextVar("root_path", default="")
@@ -22,4 +24,4 @@ def parse_ref(value: str | int) -> int | str:
         return value
     text = value.strip().rstrip("/")
     last = text.rsplit("/", 1)[-1] if "/" in text else text
-    return int(last) if last.isdigit() else last
+    return int(last) if last.isascii() and last.isdigit() else last

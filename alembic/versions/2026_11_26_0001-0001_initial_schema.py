@@ -146,6 +146,7 @@ def upgrade() -> None:
         sa.Column("status", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
         sa.Column("priority", sa.Integer(), nullable=False),
         sa.Column("tracking_id", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=True),
+        sa.Column("bulk_key", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=True),
         sa.Column("callback_url", sqlmodel.sql.sqltypes.AutoString(length=2048), nullable=True),
         sa.Column(
             "callback_content", sa.Text().with_variant(mysql.LONGTEXT(), "mysql"), nullable=True
@@ -185,8 +186,8 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "project",
             "template_id",
-            "tracking_id",
-            name=op.f("uq_tasks_project_template_id_tracking_id"),
+            "bulk_key",
+            name=op.f("uq_tasks_project_template_id_bulk_key"),
         ),
     )
     with op.batch_alter_table("tasks", schema=None) as batch_op:

@@ -1,8 +1,9 @@
 """Bulk create: up to 10,000 tasks in one all-or-nothing call, set-based.
 
 Tasks whose (project, template, tracking_id) already exists are skipped and reported. Two
-requests carrying the same tasks at once cannot both insert them: the unique constraint
-stops the second, which then re-reads what exists and skips it.
+requests carrying the same tasks at once cannot both insert them: bulk also writes the
+tracking id into `tasks.bulk_key`, unique per project and template, so the second request's
+insert fails, and it re-reads what exists and skips it.
 """
 
 from __future__ import annotations
@@ -211,6 +212,7 @@ def _row(item: TaskCreate, project: str, template_id: int, now: Any) -> dict[str
         "status": TaskStatus.queued.value,
         "priority": item.priority,
         "tracking_id": item.tracking_id,
+        "bulk_key": item.tracking_id,
         "callback_url": item.callback_url,
         "callback_content": optional_text(item.callback_content),
         "generator_url": item.generator_url,

@@ -8,6 +8,7 @@ from api import lookup
 from api.deps import CurrentActor, SessionDep, SettingsDep, require
 from api.errors import Unprocessable, problem_responses
 from api.groups.service import get_visible_group
+from api.refs import MAX_ID
 from api.tasks import bulk, claim, service, transitions
 from api.tasks.read import read_lock, read_task, summaries
 from api.tasks.schemas import (
@@ -53,7 +54,7 @@ class ListParams:
         application_name: str | None = None,
         tracking_id: str | None = Query(None, description="The id the generating system gave"),
         scope: str | None = Query(None, description="'all' (task_read_all) or 'mine'"),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=MAX_ID),
         limit: int | None = Query(None, ge=1, description="Default and maximum: the max page"),
     ) -> None:
         self.filter = TaskFilter(

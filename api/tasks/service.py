@@ -14,6 +14,7 @@ from api import lookup
 from api.auth.service import Actor
 from api.content import optional_text, to_text
 from api.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
+from api.refs import MAX_ID
 from api.tags.service import ensure_tags
 from api.tasks import distribution
 from api.tasks.schemas import TaskCreate, TaskUpdate
@@ -41,6 +42,8 @@ def share_hash() -> float:
 
 async def get_task(session: AsyncSession, actor: Actor, task_id: int) -> Task:
     """The task, if the caller may reach it (else 404); an expired lease is ended first."""
+    if not 0 < task_id <= MAX_ID:
+        raise NotFound(f"Task {task_id} not found")
     query = select(Task).where(col(Task.id) == task_id)
     if not actor.can(*READ_ALL):
         if not actor.can("task_read", "task_update_status"):

@@ -11,8 +11,10 @@ from shared.models.base import LongText, UTCDateTime, utcnow
 class Task(SQLModel, table=True):
     __tablename__ = "tasks"
     __table_args__ = (
-        # Bulk upload de-duplicates on this; NULL tracking ids never collide.
-        UniqueConstraint("project", "template_id", "tracking_id"),
+        # Bulk upload de-duplicates on (project, template, tracking_id); it also writes the
+        # tracking id here so that two bulk requests racing each other cannot both insert a
+        # task. POST never de-duplicates (as 6.x) and leaves it NULL, which never collides.
+        UniqueConstraint("project", "template_id", "bulk_key"),
         # Claim order: the queue of one status, highest priority first, then oldest.
         Index("ix_tasks_status_priority_id", "status", text("priority DESC"), "id"),
         Index("ix_tasks_lock_expires_at", "lock_expires_at"),
@@ -27,6 +29,7 @@ class Task(SQLModel, table=True):
     status: str = Field(default="queued", max_length=16)
     priority: int = Field(default=0)
     tracking_id: str | None = Field(default=None, max_length=255)
+    bulk_key: str | None = Field(default=None, max_length=255)
     callback_url: str | None = Field(default=None, max_length=2048)
     callback_content: str | None = Field(default=None, sa_column=Column(LongText))
     generator_url: str | None = Field(default=None, max_length=2048)

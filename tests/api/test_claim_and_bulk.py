@@ -144,3 +144,17 @@ async def test_bulk_distributes_by_weight(admin: httpx.AsyncClient, make_user: U
         for u in ("w1", "w2", "w3")
     ]
     assert counts == [10, 20, 30]
+
+
+async def test_post_never_deduplicates_but_bulk_skips_both(
+    admin: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    await make_user("jdoe")
+    await make_template(admin)
+    first = await make_task(admin, users=["jdoe"], tracking_id="L100")
+    second = await make_task(admin, users=["jdoe"], tracking_id="L100")
+    assert first["id"] != second["id"]
+    r = await admin.post("/api/v1/tasks/bulk", json={"tasks": [_item(100, users=["jdoe"])]})
+    body = r.json()
+    assert body["created"] == 0
+    assert body["skipped_tasks"][0]["task"] in {first["uri"], second["uri"]}

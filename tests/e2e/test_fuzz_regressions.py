@@ -1,7 +1,6 @@
 """What the schemathesis run found, as plain requests, against real servers.
 
-Each test is one reported bug: strict xfails, so that a fix turns them into failures that
-ask for the marker to go.
+Each test is one bug the fuzzer found (now fixed), kept so that it stays fixed.
 """
 
 from __future__ import annotations
@@ -47,9 +46,6 @@ def documented_statuses(client: httpx.Client, method: str, path: str) -> set[int
     return {int(code) for code in operation["responses"]}
 
 
-@pytest.mark.xfail(
-    strict=True, reason="bug: parse_ref takes Unicode digits ('¹'.isdigit()) for an id: 500"
-)
 @pytest.mark.parametrize(
     ("method", "path", "body"),
     [
@@ -65,9 +61,6 @@ def test_unicode_digits_are_a_name_not_an_id(
     assert r.status_code == 404, r.text
 
 
-@pytest.mark.xfail(
-    strict=True, reason="bug: an id beyond the database's integer range is a 500, not a 404"
-)
 @pytest.mark.parametrize(
     ("method", "path", "body"),
     [
@@ -86,18 +79,11 @@ def test_ids_beyond_int64_are_not_found(
 
 
 @pytest.mark.parametrize("path", [f"/api/v1/tasks/{BEYOND_INT32}", f"/api/v1/users/{BEYOND_INT32}"])
-def test_ids_beyond_int32_are_not_found(
-    request: pytest.FixtureRequest, server: Server, admin: httpx.Client, path: str
-) -> None:
-    if "postgresql" in server.env.get("TASKMAN_DATABASE_URL", ""):
-        request.applymarker(
-            pytest.mark.xfail(strict=True, reason="bug: PostgreSQL int4 ids: 2**31 is a 500")
-        )
+def test_ids_beyond_int32_are_not_found(admin: httpx.Client, path: str) -> None:
     r = admin.get(path)
     assert r.status_code == 404, r.text
 
 
-@pytest.mark.xfail(strict=True, reason="bug: offset beyond int64 is a 500")
 def test_offset_beyond_int64_is_refused_or_empty(admin: httpx.Client) -> None:
     r = admin.get("/api/v1/tasks", params={"offset": BEYOND_INT64})
     assert r.status_code in (200, 422), r.text
@@ -111,19 +97,12 @@ def test_offset_beyond_int64_is_refused_or_empty(admin: httpx.Client) -> None:
     ],
 )
 def test_nul_characters_are_not_a_server_error(
-    request: pytest.FixtureRequest, server: Server, admin: httpx.Client, path: str, body: object
+    admin: httpx.Client, path: str, body: object
 ) -> None:
-    if "postgresql" in server.env.get("TASKMAN_DATABASE_URL", ""):
-        request.applymarker(
-            pytest.mark.xfail(strict=True, reason="bug: PostgreSQL text refuses NUL: 500")
-        )
     r = admin.post(path, json=body)
     assert r.status_code < 500, r.text
 
 
-@pytest.mark.xfail(
-    strict=True, reason="bug: a body that is not UTF-8 is a 400 the schema does not document"
-)
 @pytest.mark.parametrize("path", ["/api/v1/tags", "/api/v1/auth/refresh"])
 def test_body_that_is_not_utf8_gets_a_documented_status(admin: httpx.Client, path: str) -> None:
     r = admin.post(path, content=b"\xff", headers={"Content-Type": "application/json"})
