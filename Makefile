@@ -41,7 +41,7 @@ services:
 	@$(BIN)/python tests/services.py
 
 test: lint services
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 test-fast: install
 	$(BIN)/pytest tests/unit tests/api -x -q

@@ -44,7 +44,7 @@ def serve(
     uvicorn.run(
         "cli.serve:app_factory",
         factory=True,
-        host=host or settings.host,
+        host=host or settings.bind_host,
         port=port or settings.port,
         workers=workers,
         proxy_headers=True,

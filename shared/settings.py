@@ -71,7 +71,7 @@ class Settings(BaseSettings):
         default=None, validation_alias="SECURITY_PASSWORD_SALT"
     )
     amqp_url: str | None = Field(default=None, validation_alias="TASKMAN_AMQP_URL")
-    host: str = Field(default="0.0.0.0", validation_alias="TASKMAN_HOST")
+    host: str | None = Field(default=None, validation_alias="TASKMAN_HOST")
     port: int = Field(default=5000, validation_alias="TASKMAN_PORT")
     root_path: str = Field(default="", validation_alias="TASKMAN_ROOT_PATH")
     admin_username: str = Field(default="admin", validation_alias="TASKMAN_ADMIN_USERNAME")
@@ -123,6 +123,13 @@ class Settings(BaseSettings):
                 database=self.db_name,
             ).render_as_string(hide_password=False)
         return f"sqlite+aiosqlite:///{(self.data_dir / 'taskmanager.db').resolve()}"
+
+    @property
+    def bind_host(self) -> str:
+        """Where to listen: loopback for the embedded start (it has admin/admin), else all."""
+        if self.host:
+            return self.host
+        return "127.0.0.1" if self.embedded else "0.0.0.0"
 
     @property
     def api_prefix(self) -> str:
