@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
 from fastapi.security import HTTPBasic, HTTPBasicCredentials, OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.auth.service import Actor, CredentialCache, authenticate
+from api.auth.service import Actor, CredentialCache, Fetch, authenticate, session_fetch
 from api.errors import Forbidden
 from shared.settings import Settings
 
@@ -22,12 +23,9 @@ def get_settings_dep(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One transaction per request, committed after the handler and before the response.
-
-    `scope="function"` on the dependency below makes FastAPI run the commit before the
-    response is sent, so a failed commit reaches the client as an error, never as a 200.
-    """
+@asynccontextmanager
+async def unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
+    """One transaction: committed when the block ends, rolled back when it raises."""
     async with request.app.state.sessions() as session:
         try:
             yield session
@@ -35,6 +33,16 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         except BaseException:
             await session.rollback()
             raise
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One transaction per request, committed after the handler and before the response.
+
+    `scope="function"` on the dependency below makes FastAPI run the commit before the
+    response is sent, so a failed commit reaches the client as an error, never as a 200.
+    """
+    async with unit_of_work(request) as session:
+        yield session
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
@@ -47,17 +55,26 @@ _bearer = OAuth2PasswordBearer(
 )
 
 
+async def actor_of(request: Request, fetch: Fetch) -> Actor:
+    """The caller of `request`, looked up with `fetch` (a session's, or a raw connection's)."""
+    state = request.app.state
+    cache: CredentialCache = state.credential_cache
+    return await authenticate(
+        fetch, state.settings, state.secret_key, cache, request.headers.get("authorization")
+    )
+
+
+# Declares both schemes in the OpenAPI document (Swagger's Authorize); parsing is ours.
+Credentials = [Security(_basic), Security(_bearer)]
+
+
 async def get_actor(
     request: Request,
     session: SessionDep,
     _basic_credentials: Annotated[HTTPBasicCredentials | None, Depends(_basic)],
     _bearer_token: Annotated[str | None, Depends(_bearer)],
 ) -> Actor:
-    state = request.app.state
-    cache: CredentialCache = state.credential_cache
-    return await authenticate(
-        session, state.settings, state.secret_key, cache, request.headers.get("authorization")
-    )
+    return await actor_of(request, session_fetch(session))
 
 
 CurrentActor = Annotated[Actor, Depends(get_actor)]

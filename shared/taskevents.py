@@ -8,10 +8,11 @@ sequence it read either wins or changes nothing (compare-and-set, never read-che
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
@@ -52,25 +53,36 @@ def snapshot_of(
     }
 
 
-async def snapshot(
-    session: AsyncSession, task: Task, previous_status: str | None = None
+# The template label, the holder's name and the tag names of one task, in one round trip.
+SNAPSHOT = (
+    select(col(TaskTemplate.label), _HOLDER.c.username, col(Tag.name))
+    .select_from(TaskTemplate)
+    .outerjoin(_HOLDER, _HOLDER.c.id == bindparam("holder_id"))
+    .outerjoin(TaskTag, col(TaskTag.task_id) == bindparam("task_id"))
+    .outerjoin(Tag, col(Tag.id) == col(TaskTag.tag_id))
+    .where(col(TaskTemplate.id) == bindparam("template_id"))
+)
+
+
+def snapshot_params(task: Task) -> dict[str, Any]:
+    return {"holder_id": task.lock_holder_id, "task_id": task.id, "template_id": task.template_id}
+
+
+def snapshot_from(
+    task: Task, rows: Sequence[Sequence[Any]], previous_status: str | None = None
 ) -> dict[str, Any]:
-    """The task as an event carries it: template label, holder and tags in one round trip."""
-    holder = _HOLDER
-    rows = (
-        await session.execute(
-            select(col(TaskTemplate.label), holder.c.username, col(Tag.name))
-            .select_from(TaskTemplate)
-            .outerjoin(holder, holder.c.id == task.lock_holder_id)
-            .outerjoin(TaskTag, col(TaskTag.task_id) == task.id)
-            .outerjoin(Tag, col(Tag.id) == col(TaskTag.tag_id))
-            .where(col(TaskTemplate.id) == task.template_id)
-        )
-    ).all()
     label = rows[0][0] if rows else None
     holder_name = rows[0][1] if rows else None
     tags = [row[2] for row in rows if row[2] is not None]
     return snapshot_of(task, label, tags, holder_name, previous_status)
+
+
+async def snapshot(
+    session: AsyncSession, task: Task, previous_status: str | None = None
+) -> dict[str, Any]:
+    """The task as an event carries it."""
+    rows = (await session.execute(SNAPSHOT, snapshot_params(task))).all()
+    return snapshot_from(task, rows, previous_status)
 
 
 async def emit(

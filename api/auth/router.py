@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.security import OAuth2PasswordRequestForm
 
 from api.auth.schemas import RefreshRequest, TokenRead
-from api.auth.service import check_password, issue_token, user_from_token
+from api.auth.service import Principal, check_password, issue_token, user_from_token
 from api.deps import CurrentActor, SessionDep, SettingsDep
 from api.errors import NotFound, Unauthorized, problem_responses
 from api.users.read import read_user
@@ -16,7 +16,7 @@ from shared.models import User
 router = APIRouter(tags=["auth"], responses=problem_responses(401, 413, 422))
 
 
-def _tokens(request: Request, user: User) -> TokenRead:
+def _tokens(request: Request, user: Principal) -> TokenRead:
     settings = request.app.state.settings
     secret = request.app.state.secret_key
     access, lifetime = issue_token(settings, secret, user, "access")

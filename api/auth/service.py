@@ -8,13 +8,14 @@ import hashlib
 import hmac
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import jwt
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import ColumnElement, Select, bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -24,6 +25,7 @@ from shared.security import verify_password
 from shared.settings import Settings
 
 ALGORITHM = "HS256"
+AnySelect = Select[*tuple[Any, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,16 @@ class Actor:
         return any(p in self.permissions for p in permissions)
 
 
+class Credentialed(Protocol):
+    """What the credential cache keys on: a user's id and its current password hash."""
+
+    @property
+    def id(self) -> int | None: ...
+
+    @property
+    def password_hash(self) -> str: ...
+
+
 class CredentialCache:
     """Remembers Basic credentials that verified, so argon2 runs once, not on every request.
 
@@ -54,11 +66,11 @@ class CredentialCache:
         self._max = max_entries
         self._ttl = ttl_seconds
 
-    def _key(self, user: User, password: str) -> tuple[int, str, bytes]:
+    def _key(self, user: Credentialed, password: str) -> tuple[int, str, bytes]:
         digest = hmac.new(self._secret, password.encode(), hashlib.sha256).digest()
         return (user.id or 0, user.password_hash, digest)
 
-    def hit(self, user: User, password: str) -> bool:
+    def hit(self, user: Credentialed, password: str) -> bool:
         key = self._key(user, password)
         expires = self._entries.get(key)
         if expires is None:
@@ -69,7 +81,7 @@ class CredentialCache:
         self._entries.move_to_end(key)
         return True
 
-    def remember(self, user: User, password: str) -> None:
+    def remember(self, user: Credentialed, password: str) -> None:
         self._entries[self._key(user, password)] = time.monotonic() + self._ttl
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
@@ -80,63 +92,103 @@ def _unauthorized(settings: Settings, detail: str) -> Unauthorized:
     return Unauthorized(detail, headers={"WWW-Authenticate": f'Basic realm="{realm}"'})
 
 
-async def _principals(
-    session: AsyncSession, condition: ColumnElement[bool]
-) -> dict[int, tuple[User, set[str]]]:
-    """Users matching `condition` with their permissions, in one round trip."""
-    rows = await session.execute(
-        select(User, col(RolePermission.permission))
+@dataclass(slots=True)
+class Principal:
+    """A user as authentication sees it: its credentials' state and its permissions."""
+
+    id: int
+    username: str
+    active: bool
+    weight: float
+    token_version: int
+    password_hash: str
+    permissions: set[str]
+
+    def actor(self) -> Actor:
+        return Actor(self.id, self.username, frozenset(self.permissions), self.weight)
+
+
+def _principal_query(condition: ColumnElement[bool]) -> AnySelect:
+    return (
+        select(
+            col(User.id),
+            col(User.username),
+            col(User.active),
+            col(User.assignment_weight),
+            col(User.token_version),
+            col(User.password_hash),
+            col(RolePermission.permission),
+        )
         .outerjoin(UserRole, col(UserRole.user_id) == col(User.id))
         .outerjoin(RolePermission, col(RolePermission.role_id) == col(UserRole.role_id))
         .where(condition)
     )
-    found: dict[int, tuple[User, set[str]]] = {}
-    for user, permission in rows:
-        assert user.id is not None
-        entry = found.setdefault(user.id, (user, set()))
+
+
+# Built once, with parameters: the API's session and the hot paths run the same statements.
+BY_LOGIN = _principal_query(
+    or_(col(User.username) == bindparam("login"), col(User.email) == bindparam("login"))
+)
+BY_ID = _principal_query(col(User.id) == bindparam("user_id"))
+
+# Runs one of the statements above with its parameters and returns its rows.
+Fetch = Callable[..., Awaitable[Iterable[Sequence[Any]]]]
+
+
+def session_fetch(session: AsyncSession) -> Fetch:
+    async def fetch(statement: AnySelect, **params: Any) -> Iterable[Sequence[Any]]:
+        rows: Iterable[Sequence[Any]] = (await session.execute(statement, params)).all()
+        return rows
+
+    return fetch
+
+
+async def _principals(fetch: Fetch, statement: AnySelect, **params: Any) -> dict[int, Principal]:
+    found: dict[int, Principal] = {}
+    for uid, username, active, weight, version, password_hash, permission in await fetch(
+        statement, **params
+    ):
+        entry = found.get(uid)
+        if entry is None:
+            entry = found[uid] = Principal(
+                uid, username, active, weight, version, password_hash, set()
+            )
         if permission is not None:
-            entry[1].add(permission)
+            entry.permissions.add(permission)
     return found
 
 
-def _actor_of(user: User, permissions: set[str]) -> Actor:
-    assert user.id is not None
-    return Actor(user.id, user.username, frozenset(permissions), user.assignment_weight)
-
-
-async def find_login(session: AsyncSession, login: str) -> tuple[User, set[str]] | None:
-    """The user whose username (preferred) or email is `login`, with its permissions."""
-    found = await _principals(session, or_(col(User.username) == login, col(User.email) == login))
-    for user, permissions in found.values():
-        if user.username == login:
-            return user, permissions
+async def find_login(fetch: Fetch, login: str) -> Principal | None:
+    """The user whose username (preferred) or email is `login`."""
+    found = await _principals(fetch, BY_LOGIN, login=login)
+    for principal in found.values():
+        if principal.username == login:
+            return principal
     return next(iter(found.values()), None)
 
 
 async def check_login(
-    session: AsyncSession, cache: CredentialCache, login: str, password: str
-) -> tuple[User, set[str]] | None:
-    found = await find_login(session, login)
-    if found is None or not found[0].active:
+    fetch: Fetch, cache: CredentialCache, login: str, password: str
+) -> Principal | None:
+    principal = await find_login(fetch, login)
+    if principal is None or not principal.active:
         return None
-    user = found[0]
-    if not cache.hit(user, password):
-        ok = await anyio.to_thread.run_sync(verify_password, password, user.password_hash)
+    if not cache.hit(principal, password):
+        ok = await anyio.to_thread.run_sync(verify_password, password, principal.password_hash)
         if not ok:
             return None
-        cache.remember(user, password)
-    return found
+        cache.remember(principal, password)
+    return principal
 
 
 async def check_password(
     session: AsyncSession, cache: CredentialCache, login: str, password: str
-) -> User | None:
-    found = await check_login(session, cache, login, password)
-    return found[0] if found else None
+) -> Principal | None:
+    return await check_login(session_fetch(session), cache, login, password)
 
 
 async def authenticate_basic(
-    session: AsyncSession, settings: Settings, cache: CredentialCache, credentials: str
+    fetch: Fetch, settings: Settings, cache: CredentialCache, credentials: str
 ) -> Actor:
     try:
         decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
@@ -145,13 +197,13 @@ async def authenticate_basic(
     login, sep, password = decoded.partition(":")
     if not sep:
         raise _unauthorized(settings, "Malformed Basic credentials")
-    found = await check_login(session, cache, login, password)
-    if found is None:
+    principal = await check_login(fetch, cache, login, password)
+    if principal is None:
         raise _unauthorized(settings, "Invalid username or password")
-    return _actor_of(*found)
+    return principal.actor()
 
 
-def issue_token(settings: Settings, secret: str, user: User, kind: str) -> tuple[str, int]:
+def issue_token(settings: Settings, secret: str, user: Principal, kind: str) -> tuple[str, int]:
     """A signed token for `user`; returns it and its lifetime in seconds."""
     if kind == "access":
         lifetime = timedelta(minutes=settings.access_token_minutes)
@@ -169,8 +221,8 @@ def issue_token(settings: Settings, secret: str, user: User, kind: str) -> tuple
 
 
 async def principal_from_token(
-    session: AsyncSession, settings: Settings, secret: str, token: str, kind: str
-) -> tuple[User, set[str]]:
+    fetch: Fetch, settings: Settings, secret: str, token: str, kind: str
+) -> Principal:
     try:
         claims: dict[str, Any] = jwt.decode(
             token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]}
@@ -182,20 +234,20 @@ async def principal_from_token(
     if claims.get("typ") != kind or not str(claims.get("sub", "")).isdigit():
         raise _unauthorized(settings, f"Not an {kind} token")
     user_id = int(claims["sub"])
-    found = (await _principals(session, col(User.id) == user_id)).get(user_id)
-    if found is None or not found[0].active or found[0].token_version != claims.get("ver"):
+    found = (await _principals(fetch, BY_ID, user_id=user_id)).get(user_id)
+    if found is None or not found.active or found.token_version != claims.get("ver"):
         raise _unauthorized(settings, "Token revoked")
     return found
 
 
 async def user_from_token(
     session: AsyncSession, settings: Settings, secret: str, token: str, kind: str
-) -> User:
-    return (await principal_from_token(session, settings, secret, token, kind))[0]
+) -> Principal:
+    return await principal_from_token(session_fetch(session), settings, secret, token, kind)
 
 
 async def authenticate(
-    session: AsyncSession,
+    fetch: Fetch,
     settings: Settings,
     secret: str,
     cache: CredentialCache,
@@ -206,8 +258,10 @@ async def authenticate(
     scheme, _, credentials = authorization.partition(" ")
     scheme = scheme.lower()
     if scheme == "basic":
-        return await authenticate_basic(session, settings, cache, credentials.strip())
+        return await authenticate_basic(fetch, settings, cache, credentials.strip())
     if scheme == "bearer":
-        found = await principal_from_token(session, settings, secret, credentials.strip(), "access")
-        return _actor_of(*found)
+        principal = await principal_from_token(
+            fetch, settings, secret, credentials.strip(), "access"
+        )
+        return principal.actor()
     raise _unauthorized(settings, f"Unsupported authorization scheme '{scheme}'")

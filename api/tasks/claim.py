@@ -5,11 +5,21 @@ RETURNING`, so concurrent claimers skip each other's rows instead of queueing on
 SQLite runs the same statement (it drops FOR UPDATE: it has a single writer, and every
 transaction starts with BEGIN IMMEDIATE). MariaDB/MySQL have no UPDATE ... RETURNING:
 SELECT ... FOR UPDATE SKIP LOCKED, then the UPDATE, in one READ COMMITTED transaction.
+
+The statements are built once per shape of the request (which filters it has) with bound
+parameters, so that the hot path on PostgreSQL (api/tasks/claim_pg.py) can run the very
+same statements on the raw connection.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, Select, select, update
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from types import SimpleNamespace
+from typing import Any, cast
+
+from sqlalchemy import Select, Update, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -22,35 +32,42 @@ from shared.models import Tag, Task, TaskGroupLink, TaskTag, utcnow
 from shared.status import TaskStatus
 from shared.taskevents import emit, lease_until
 
+CLAIMERS = ("task_update_status", "task_update_status_all", "task_update_all")
+TASK_COLUMNS = tuple(Task.__table__.columns)  # type: ignore[attr-defined]
 
-async def _conditions(
-    session: AsyncSession, actor: Actor, data: ClaimRequest
-) -> list[ColumnElement[bool]] | None:
-    conds = [col(Task.status) == TaskStatus.queued.value, visible_to(actor.id, actor.weight)]
-    if data.project is not None:
-        conds.append(col(Task.project) == data.project)
-    if data.application_name is not None:
-        conds.append(col(Task.application_name) == data.application_name)
-    if data.template is not None:
-        conds.append(col(Task.template_id) == (await lookup.template(session, data.template)).id)
-    if data.group is not None:
-        group = await lookup.group(session, data.group)
-        conds.append(
-            col(Task.id).in_(
-                select(col(TaskGroupLink.task_id)).where(col(TaskGroupLink.group_id) == group.id)
-            )
+
+@dataclass(frozen=True)
+class Shape:
+    """Which filters a claim has: one statement per shape."""
+
+    project: bool = False
+    application_name: bool = False
+    template: bool = False
+    group: bool = False
+    tags: int = 0
+    sees_orphans: bool = True
+
+
+@lru_cache(maxsize=256)
+def next_task(shape: Shape) -> Select[Any]:
+    conds = [
+        col(Task.status) == TaskStatus.queued.value,
+        visible_to(bindparam("uid"), bindparam("weight"), sees_orphans=shape.sees_orphans),
+    ]
+    if shape.project:
+        conds.append(col(Task.project) == bindparam("p_project"))
+    if shape.application_name:
+        conds.append(col(Task.application_name) == bindparam("p_application_name"))
+    if shape.template:
+        conds.append(col(Task.template_id) == bindparam("p_template_id"))
+    if shape.group:
+        in_group = select(col(TaskGroupLink.task_id)).where(
+            col(TaskGroupLink.group_id) == bindparam("p_group_id")
         )
-    for name in dict.fromkeys(data.tags):
-        tag_id = await session.scalar(select(col(Tag.id)).where(col(Tag.name) == name))
-        if tag_id is None:
-            return None
-        conds.append(
-            col(Task.id).in_(select(col(TaskTag.task_id)).where(col(TaskTag.tag_id) == tag_id))
-        )
-    return conds
-
-
-def _next(conds: list[ColumnElement[bool]]) -> Select[int | None]:
+        conds.append(col(Task.id).in_(in_group))
+    for i in range(shape.tags):
+        tagged = select(col(TaskTag.task_id)).where(col(TaskTag.tag_id) == bindparam(f"p_tag{i}"))
+        conds.append(col(Task.id).in_(tagged))
     return (
         select(col(Task.id))
         .where(*conds)
@@ -60,45 +77,116 @@ def _next(conds: list[ColumnElement[bool]]) -> Select[int | None]:
     )
 
 
+_LOCK_VALUES: dict[str, Any] = {
+    "status": TaskStatus.locked.value,
+    "lock_holder_id": bindparam("uid"),
+    "lock_expires_at": bindparam("expires"),
+    "lock_version": col(Task.lock_version) + 1,
+    "event_sequence": col(Task.event_sequence) + 1,
+    "update_time": bindparam("now"),
+}
+
+
+@lru_cache(maxsize=256)
+def claim_returning(shape: Shape) -> Update:
+    """Pick and lock in one statement, returning the locked row (PostgreSQL, SQLite)."""
+    return (
+        update(Task)
+        .where(col(Task.id) == next_task(shape).scalar_subquery())
+        .values(**_LOCK_VALUES)
+        .returning(*TASK_COLUMNS)
+    )
+
+
+# MariaDB/MySQL: lock the picked row (selected FOR UPDATE SKIP LOCKED) by id.
+LOCK_BY_ID = (
+    update(Task)
+    .where(col(Task.id) == bindparam("p_task_id"), col(Task.status) == TaskStatus.queued.value)
+    .values(**_LOCK_VALUES)
+)
+
+
+@dataclass
+class Claim:
+    shape: Shape
+    params: dict[str, Any]
+
+
+async def prepare(
+    session: AsyncSession | None, actor: Actor, data: ClaimRequest, ttl_seconds: int
+) -> Claim | None:
+    """The statement shape and parameters of a claim; None when nothing can match.
+
+    References (template, group, tags) need `session` to resolve them.
+    """
+    if not actor.can(*CLAIMERS):
+        raise Forbidden("Claiming a task needs the task_update_status permission")
+    now = utcnow()
+    params: dict[str, Any] = {
+        "uid": actor.id,
+        "weight": actor.weight,
+        "expires": lease_until(ttl_seconds),
+        "now": now,
+    }
+    if data.project is not None:
+        params["p_project"] = data.project
+    if data.application_name is not None:
+        params["p_application_name"] = data.application_name
+    if data.template is not None or data.group is not None or data.tags:
+        assert session is not None
+        if data.template is not None:
+            params["p_template_id"] = (await lookup.template(session, data.template)).id
+        if data.group is not None:
+            params["p_group_id"] = (await lookup.group(session, data.group)).id
+        for i, name in enumerate(dict.fromkeys(data.tags)):
+            tag_id = await session.scalar(select(col(Tag.id)).where(col(Tag.name) == name))
+            if tag_id is None:
+                return None
+            params[f"p_tag{i}"] = tag_id
+    shape = Shape(
+        project=data.project is not None,
+        application_name=data.application_name is not None,
+        template=data.template is not None,
+        group=data.group is not None,
+        tags=len(dict.fromkeys(data.tags)),
+        sees_orphans=actor.weight > 0,
+    )
+    return Claim(shape, params)
+
+
+def task_from_row(row: Any, tz: Any = None) -> Task:
+    """The returned row as a task (a detached, plain record: nothing here is written back)."""
+    values = dict(zip((c.name for c in TASK_COLUMNS), row, strict=True))
+    if tz is not None:
+        for name, value in values.items():
+            if isinstance(value, datetime):
+                values[name] = tz(value)
+    # A plain namespace: building an ORM-instrumented Task costs more than the claim's SQL.
+    return cast(Task, SimpleNamespace(**values))
+
+
 async def claim(
     session: AsyncSession, actor: Actor, data: ClaimRequest, ttl_seconds: int
 ) -> Task | None:
-    if not actor.can("task_update_status", "task_update_status_all", "task_update_all"):
-        raise Forbidden("Claiming a task needs the task_update_status permission")
-    conds = await _conditions(session, actor, data)
-    if conds is None:
+    prepared = await prepare(session, actor, data, ttl_seconds)
+    if prepared is None:
         return None
-    now = utcnow()
-    values = {
-        "status": TaskStatus.locked.value,
-        "lock_holder_id": actor.id,
-        "lock_expires_at": lease_until(ttl_seconds),
-        "lock_version": col(Task.lock_version) + 1,
-        "event_sequence": col(Task.event_sequence) + 1,
-        "update_time": now,
-    }
     backend = session.get_bind().dialect.name
     if backend in ("postgresql", "sqlite"):
-        task = await session.scalar(
-            update(Task)
-            .where(col(Task.id) == _next(conds).scalar_subquery())
-            .values(**values)
-            .returning(Task)
-            .execution_options(populate_existing=True)
-        )
+        row = (await session.execute(claim_returning(prepared.shape), prepared.params)).first()
+        if row is None:
+            return None
+        task = task_from_row(row)
     else:
-        task_id = await session.scalar(_next(conds))
+        params = prepared.params
+        task_id = await session.scalar(next_task(prepared.shape), params)
         if task_id is None:
             return None
-        await session.execute(
-            update(Task)
-            .where(col(Task.id) == task_id, col(Task.status) == TaskStatus.queued.value)
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        task = await session.get(Task, task_id, populate_existing=True)
-    if task is None:
-        return None
+        await session.execute(LOCK_BY_ID, {**params, "p_task_id": task_id})
+        found = await session.get(Task, task_id, populate_existing=True)
+        if found is None:
+            return None
+        task = found
     await emit(
         session,
         task,

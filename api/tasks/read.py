@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-from sqlalchemy import literal, select, union_all
+from sqlalchemy import bindparam, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -46,27 +47,34 @@ async def summaries(session: AsyncSession, tasks: Sequence[Task]) -> list[TaskSu
     ]
 
 
-async def _links(session: AsyncSession, task_id: int) -> dict[str, list[int]]:
-    """A task's users, groups, users via its groups and tags, in one round trip."""
-    query = union_all(
-        select(literal("u"), col(TaskUser.user_id)).where(col(TaskUser.task_id) == task_id),
-        select(literal("g"), col(TaskGroupLink.group_id)).where(
-            col(TaskGroupLink.task_id) == task_id
-        ),
-        select(literal("v"), col(GroupMember.user_id))
-        .join(TaskGroupLink, col(TaskGroupLink.group_id) == col(GroupMember.group_id))
-        .where(col(TaskGroupLink.task_id) == task_id),
-        select(literal("t"), col(TaskTag.tag_id)).where(col(TaskTag.task_id) == task_id),
-    )
+# A task's users, groups, users via its groups and tags, in one round trip.
+LINKS = union_all(
+    select(literal("u"), col(TaskUser.user_id)).where(col(TaskUser.task_id) == bindparam("t")),
+    select(literal("g"), col(TaskGroupLink.group_id)).where(
+        col(TaskGroupLink.task_id) == bindparam("t")
+    ),
+    select(literal("v"), col(GroupMember.user_id))
+    .join(TaskGroupLink, col(TaskGroupLink.group_id) == col(GroupMember.group_id))
+    .where(col(TaskGroupLink.task_id) == bindparam("t")),
+    select(literal("t"), col(TaskTag.tag_id)).where(col(TaskTag.task_id) == bindparam("t")),
+)
+
+
+def links_from(rows: Iterable[Sequence[Any]]) -> dict[str, list[int]]:
     links: dict[str, set[int]] = {"u": set(), "g": set(), "v": set(), "t": set()}
-    for kind, ref in await session.execute(query):
+    for kind, ref in rows:
         links[kind].add(ref)
     return {kind: sorted(refs) for kind, refs in links.items()}
 
 
 async def read_task(session: AsyncSession, task: Task) -> TaskRead:
     assert task.id is not None
-    links = await _links(session, task.id)
+    return task_read_from(task, links_from(await session.execute(LINKS, {"t": task.id})))
+
+
+def task_read_from(task: Task, links: dict[str, list[int]]) -> TaskRead:
+    """TaskGet from the task row and its links."""
+    assert task.id is not None
     base = uri("tasks", task.id)
     return TaskRead(
         uri=base,

@@ -2,14 +2,23 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from api import lookup
-from api.deps import CurrentActor, SessionDep, SettingsDep, require
+from api.auth.service import session_fetch
+from api.deps import (
+    Credentials,
+    CurrentActor,
+    SessionDep,
+    SettingsDep,
+    actor_of,
+    require,
+    unit_of_work,
+)
 from api.errors import Unprocessable, problem_responses
 from api.groups.service import get_visible_group
 from api.refs import MAX_ID
-from api.tasks import bulk, claim, service, transitions
+from api.tasks import bulk, claim, claim_pg, service, transitions
 from api.tasks.read import read_lock, read_task, summaries
 from api.tasks.schemas import (
     BulkCreate,
@@ -154,17 +163,20 @@ async def bulk_create(
     response_model=TaskRead,
     summary="Atomically take the caller's next task (highest priority, then oldest) and lock it",
     responses={204: {"description": "Nothing left to do"}},
+    dependencies=Credentials,
 )
-async def claim_task(
-    session: SessionDep,
-    actor: CurrentActor,
-    settings: SettingsDep,
-    data: ClaimRequest | None = None,
-) -> TaskRead | Response:
-    task = await claim.claim(session, actor, data or ClaimRequest(), settings.lock_ttl_seconds)
-    if task is None:
-        return Response(status_code=204)
-    return await read_task(session, task)
+async def claim_task(request: Request, data: ClaimRequest | None = None) -> TaskRead | Response:
+    # Not SessionDep/CurrentActor: on PostgreSQL the whole claim runs on the raw connection.
+    data = data or ClaimRequest()
+    if claim_pg.applies(request.app.state.engine, data):
+        task = await claim_pg.claim(request, data)
+    else:
+        async with unit_of_work(request) as session:
+            actor = await actor_of(request, session_fetch(session))
+            ttl = request.app.state.settings.lock_ttl_seconds
+            claimed = await claim.claim(session, actor, data, ttl)
+            task = await read_task(session, claimed) if claimed is not None else None
+    return task if task is not None else Response(status_code=204)
 
 
 @router.get("/tasks/{task_id}", summary="Get a task")

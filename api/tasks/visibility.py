@@ -41,11 +41,17 @@ def group_share_max(group_id: Any) -> ColumnElement[float]:
     )
 
 
-def visible_to(user_id: int, weight: float) -> ColumnElement[bool]:
-    """A WHERE clause on `Task`: the tasks `user_id` (with `weight`) may work on."""
+def visible_to(
+    user_id: Any, weight: Any, *, sees_orphans: bool | None = None
+) -> ColumnElement[bool]:
+    """A WHERE clause on `Task`: the tasks `user_id` (with `weight`) may work on.
+
+    `user_id` and `weight` are values or bound parameters; with parameters, say whether
+    the weight is above 0 (`sees_orphans`), which decides the shape of the clause.
+    """
     direct = exists().where(col(TaskUser.task_id) == col(Task.id), col(TaskUser.user_id) == user_id)
     shares = [col(Task.status) != TaskStatus.queued.value, col(Task.share_hash) < weight]
-    if weight > 0:
+    if sees_orphans if sees_orphans is not None else weight > 0:
         # Beyond every member's share: visible to all members with weight > 0.
         shares.append(col(Task.share_hash) >= group_share_max(col(TaskGroupLink.group_id)))
     in_share = or_(*shares)
