@@ -17,6 +17,8 @@ from typing import Any
 
 import asyncpg
 
+from bench.cpu import CpuMeter, machine_busy_seconds
+
 # Timestamps are stored as naive UTC (shared/models/base.py), hence timezone('utc', now()).
 CLAIM_SQL = """
 UPDATE tasks
@@ -50,7 +52,10 @@ class LoopResult:
     empty: int
     p50_ms: float
     p99_ms: float
-    client_cpu: float  # share of all cores used by this (the client) process
+    # Shares of all cores: this (the client) process, its PostgreSQL backends, everything.
+    client_cpu: float
+    database_cpu: float
+    machine_cpu: float
 
     @property
     def claims_per_second(self) -> float:
@@ -76,13 +81,19 @@ async def claim_loop(dsn: str, user_id: int, connections: int, seconds: float) -
     latencies: list[float] = []
     empty: list[int] = []
     try:
-        cpu_before = sum(os.times()[:2])
+        client = CpuMeter([os.getpid()])
+        database = CpuMeter([c.get_server_pid() for c in conns])
+        client.start()
+        database.start()
+        busy_before, total_before = machine_busy_seconds()
         started = time.monotonic()
         await asyncio.gather(
             *(_claimer(c, user_id, started + seconds, latencies, empty) for c in conns)
         )
         elapsed = time.monotonic() - started
-        cpu = (sum(os.times()[:2]) - cpu_before) / (elapsed * len(os.sched_getaffinity(0)))
+        client.sample()
+        database.sample()
+        busy, total = machine_busy_seconds()
     finally:
         for conn in conns:
             await conn.close()
@@ -94,5 +105,13 @@ async def claim_loop(dsn: str, user_id: int, connections: int, seconds: float) -
         return latencies[min(len(latencies) - 1, int(fraction * len(latencies)))] * 1000
 
     return LoopResult(
-        connections, elapsed, len(latencies), len(empty), percentile(0.5), percentile(0.99), cpu
+        connections=connections,
+        seconds=elapsed,
+        claims=len(latencies),
+        empty=len(empty),
+        p50_ms=percentile(0.5),
+        p99_ms=percentile(0.99),
+        client_cpu=client.share(elapsed),
+        database_cpu=database.share(elapsed),
+        machine_cpu=(busy - busy_before) / (total - total_before) if total > total_before else 0,
     )

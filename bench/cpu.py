@@ -48,6 +48,41 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def pids_named(*names: str) -> list[int]:
+    """Processes whose command name is one of `names` (e.g. the MariaDB server)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                comm = (entry / "comm").read_text().strip()
+            except OSError:
+                continue
+            if comm in names:
+                found.append(int(entry.name))
+    return found
+
+
+def postgres_backends(database: str) -> list[int]:
+    """PostgreSQL backends connected to `database`, by their process title.
+
+    A backend titles itself "postgres: [<cluster name>:] <user> <database> <client> <activity>",
+    so this finds them without a connection of its own and leaves other databases out.
+    """
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").split()
+            except OSError:
+                continue
+            if not title or title[0] != b"postgres:":
+                continue
+            words = title[2:] if len(title) > 1 and title[1].endswith(b":") else title[1:]
+            if len(words) > 1 and words[1] == database.encode():
+                found.append(int(entry.name))
+    return found
+
+
 def machine_busy_seconds() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -75,11 +110,13 @@ class CpuMeter:
                 self._first[pid] = 0.0 if from_zero else seconds
                 self._last[pid] = seconds
 
-    def add(self, pid: int) -> None:
-        """Follow a process started after `start()`, from its birth."""
-        self.pids.append(pid)
-        self._first[pid] = 0.0
-        self._last[pid] = cpu_seconds(pid) or 0.0
+    def follow(self, pids: list[int]) -> None:
+        """Also follow processes started after `start()` (counted from their birth)."""
+        for pid in pids:
+            if pid not in self._first:
+                self.pids.append(pid)
+                self._first[pid] = 0.0
+                self._last[pid] = cpu_seconds(pid) or 0.0
 
     def sample(self) -> None:
         for pid in self.pids:

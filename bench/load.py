@@ -16,8 +16,10 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from bench.cpu import CpuMeter, cores, machine_busy_seconds
@@ -94,6 +96,7 @@ class LoadResult:
     p99_ms: float
     loadgen_cpu: float
     server_cpu: float
+    database_cpu: float
     machine_cpu: float
 
     @property
@@ -103,6 +106,16 @@ class LoadResult:
     @property
     def non_2xx(self) -> int:
         return self.other
+
+    @property
+    def server_ms_per_claim(self) -> float:
+        """Server CPU per claim: unlike claims/s, barely moved by other load on the machine."""
+        return self.server_cpu * cores() * self.seconds * 1000 / self.ok if self.ok else 0.0
+
+    @property
+    def other_cpu(self) -> float:
+        """Share of the cores used by processes this run does not account for."""
+        return max(0.0, self.machine_cpu - self.loadgen_cpu - self.server_cpu - self.database_cpu)
 
 
 def _apt_install_wrk() -> bool:
@@ -132,27 +145,56 @@ def find_load_tool(preference: str) -> LoadTool:
     return LoadTool("python")
 
 
-class _Watch:
-    """Samples the CPU counters of the load generator and the server while a run lasts."""
+@dataclass(frozen=True)
+class Watched:
+    """The processes whose CPU a run reports besides the load generator's.
 
-    def __init__(self, loadgen_pids: list[int], server_pids: list[int]) -> None:
+    `database` is asked again during the run: a connection pool may open new backends.
+    """
+
+    server: list[int]
+    database: Callable[[], list[int]]
+
+
+@dataclass(frozen=True)
+class CpuShares:
+    loadgen: float
+    server: float
+    database: float
+    machine: float
+
+
+class _Watch:
+    """Samples the CPU counters of the load generator, server and database during a run."""
+
+    REFRESH_EVERY = 10  # samples between looks for new database backends
+
+    def __init__(self, loadgen_pids: list[int], watched: Watched) -> None:
         self.loadgen = CpuMeter(list(loadgen_pids))
-        self.server = CpuMeter(list(server_pids))
+        self.server = CpuMeter(list(watched.server))
+        self.database = CpuMeter(watched.database())
+        self._database_pids = watched.database
+        self._samples = 0
         self.loadgen.start(from_zero=True)
         self.server.start()
+        self.database.start()
         self._busy, self._total = machine_busy_seconds()
         self._started = time.monotonic()
 
     def sample(self) -> None:
-        self.loadgen.sample()
-        self.server.sample()
+        self._samples += 1
+        if self._samples % self.REFRESH_EVERY == 0:
+            self.database.follow(self._database_pids())
+        for meter in (self.loadgen, self.server, self.database):
+            meter.sample()
 
-    def finish(self) -> tuple[float, float, float, float]:
-        """(wall seconds, loadgen share, server share, machine share)."""
+    def finish(self) -> CpuShares:
         wall = time.monotonic() - self._started
         busy, total = machine_busy_seconds()
         machine = (busy - self._busy) / (total - self._total) if total > self._total else 0.0
-        return wall, self.loadgen.share(wall), self.server.share(wall), machine
+        return CpuShares(
+            self.loadgen.share(wall), self.server.share(wall), self.database.share(wall), machine
+        )
 
 
 async def _run_wrk(
@@ -162,7 +204,7 @@ async def _run_wrk(
     body: str,
     connections: int,
     seconds: float,
-    server_pids: list[int],
+    watched: Watched,
 ) -> LoadResult:
     threads = 2 if connections >= 16 and cores() > 1 else 1
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
@@ -185,13 +227,18 @@ async def _run_wrk(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        watch = _Watch([process.pid], server_pids)
+        watch = _Watch([process.pid], watched)
         output = asyncio.ensure_future(process.communicate())
-        while not output.done():
-            watch.sample()
-            await asyncio.wait({output}, timeout=SAMPLE_INTERVAL)
+        try:
+            while not output.done():
+                watch.sample()
+                await asyncio.wait({output}, timeout=SAMPLE_INTERVAL)
+        finally:
+            if process.returncode is None:  # interrupted: leave no wrk behind
+                process.kill()
+                await process.wait()
         stdout, stderr = output.result()
-    _, loadgen, server, machine = watch.finish()
+    cpu = watch.finish()
     lines = [line for line in stdout.decode().splitlines() if line.startswith(RESULT_PREFIX)]
     if process.returncode != 0 or not lines:
         raise RuntimeError(f"wrk failed ({process.returncode}): {stderr.decode()[-2000:]}")
@@ -206,10 +253,15 @@ async def _run_wrk(
         errors=data["errors"],
         p50_ms=data["p50_us"] / 1000,
         p99_ms=data["p99_us"] / 1000,
-        loadgen_cpu=loadgen,
-        server_cpu=server,
-        machine_cpu=machine,
+        loadgen_cpu=cpu.loadgen,
+        server_cpu=cpu.server,
+        database_cpu=cpu.database,
+        machine_cpu=cpu.machine,
     )
+
+
+def _read_results(paths: list[str]) -> list[dict[str, Any]]:
+    return [json.loads(Path(path).read_text()) for path in paths]
 
 
 def _percentile(ordered: list[float], fraction: float) -> float:
@@ -224,7 +276,7 @@ async def _run_python(
     body: str,
     connections: int,
     seconds: float,
-    server_pids: list[int],
+    watched: Watched,
 ) -> LoadResult:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -240,18 +292,21 @@ async def _run_python(
         ]
         for worker in workers:
             worker.start()
-        watch = _Watch([w.pid for w in workers if w.pid is not None], server_pids)
+        watch = _Watch([w.pid for w in workers if w.pid is not None], watched)
         deadline = time.monotonic() + seconds + 60
-        while any(w.is_alive() for w in workers):
-            watch.sample()
-            if time.monotonic() > deadline:
-                for worker in workers:
+        try:
+            while any(w.is_alive() for w in workers) and time.monotonic() < deadline:
+                watch.sample()
+                await asyncio.sleep(SAMPLE_INTERVAL)
+        finally:
+            for worker in workers:
+                if worker.is_alive():  # interrupted or hung: leave no process behind
                     worker.kill()
-            await asyncio.sleep(SAMPLE_INTERVAL)
+                    worker.join()
         if any(w.exitcode != 0 for w in workers):
             raise RuntimeError("a Python load generator process failed")
-        results = [json.loads(Path(out).read_text()) for out in outs]
-    _, loadgen, server, machine = watch.finish()
+        results = _read_results(outs)
+    cpu = watch.finish()
     latencies = sorted(lat for r in results for lat in r["latencies"])
     return LoadResult(
         tool="python",
@@ -263,9 +318,10 @@ async def _run_python(
         errors=sum(r["errors"] for r in results),
         p50_ms=_percentile(latencies, 0.50) * 1000,
         p99_ms=_percentile(latencies, 0.99) * 1000,
-        loadgen_cpu=loadgen,
-        server_cpu=server,
-        machine_cpu=machine,
+        loadgen_cpu=cpu.loadgen,
+        server_cpu=cpu.server,
+        database_cpu=cpu.database,
+        machine_cpu=cpu.machine,
     )
 
 
@@ -276,10 +332,10 @@ async def run_load(
     authorization: str | None,
     connections: int,
     seconds: float,
-    server_pids: list[int],
+    watched: Watched,
     body: str = "{}",
 ) -> LoadResult:
     """POST `body` to `url` over `connections` keep-alive connections for `seconds`."""
     if tool.kind == "wrk":
-        return await _run_wrk(tool, url, authorization, body, connections, seconds, server_pids)
-    return await _run_python(url, authorization, body, connections, seconds, server_pids)
+        return await _run_wrk(tool, url, authorization, body, connections, seconds, watched)
+    return await _run_python(url, authorization, body, connections, seconds, watched)

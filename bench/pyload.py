@@ -91,35 +91,32 @@ async def _connection(
 
 
 async def _drive(
-    host: str, port: int, request: bytes, connections: int, seconds: float, out: Path
-) -> None:
+    host: str, port: int, request: bytes, connections: int, seconds: float
+) -> tuple[Counts, float]:
     counts = Counts()
     started = time.monotonic()
     deadline = started + seconds
     await asyncio.gather(
         *(_connection(host, port, request, deadline, counts) for _ in range(connections))
     )
-    elapsed = time.monotonic() - started
-    out.write_text(
-        json.dumps(
-            {
-                "ok": counts.ok,
-                "empty": counts.empty,
-                "other": counts.other,
-                "errors": counts.errors,
-                "seconds": elapsed,
-                "latencies": counts.latencies,
-            }
-        )
-    )
+    return counts, time.monotonic() - started
 
 
 def drive(host: str, port: int, request: bytes, connections: int, seconds: float, out: str) -> None:
     """A process's entry point: run `connections` clients for `seconds`, write counts to `out`."""
-    main = _drive(host, port, request, connections, seconds, Path(out))
+    main = _drive(host, port, request, connections, seconds)
     try:
         import uvloop
     except ImportError:  # the standard loop is slower but measures the same thing
-        asyncio.run(main)
+        counts, elapsed = asyncio.run(main)
     else:
-        uvloop.run(main)
+        counts, elapsed = uvloop.run(main)
+    result = {
+        "ok": counts.ok,
+        "empty": counts.empty,
+        "other": counts.other,
+        "errors": counts.errors,
+        "seconds": elapsed,
+        "latencies": counts.latencies,
+    }
+    Path(out).write_text(json.dumps(result))

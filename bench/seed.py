@@ -18,6 +18,7 @@ from sqlalchemy import TextClause, bindparam, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench.cpu import pids_named, postgres_backends
 from cli.migrate import upgrade
 from shared.db import create_engine
 from shared.models.base import UTCDateTime
@@ -87,28 +88,33 @@ async def _admin(url: str, statement: str) -> None:
         await engine.dispose()
 
 
-async def create_database(backend: str, name: str, tmp_dir: Path) -> BenchDatabase:
-    """An empty database named `name`, migrated to head."""
+def database_for(backend: str, name: str, tmp_dir: Path) -> BenchDatabase:
+    """Where the database named `name` lives (nothing is created yet)."""
     if backend == "postgresql":
-        await _admin(PG_ADMIN_URL, f'CREATE DATABASE "{name}"')
         url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(False)
     elif backend == "mariadb":
-        await _admin(
-            MARIADB_ADMIN_URL,
-            f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
-        )
         url = make_url(MARIADB_ADMIN_URL).set(database=name).render_as_string(False)
     elif backend == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_dir / name}.db"
     else:
         raise ValueError(backend)
-    database = BenchDatabase(backend, name, url)
+    return BenchDatabase(backend, name, url)
+
+
+async def create(database: BenchDatabase) -> None:
+    """Create the (empty) database and migrate it to head."""
+    if database.backend == "postgresql":
+        await _admin(PG_ADMIN_URL, f'CREATE DATABASE "{database.name}"')
+    elif database.backend == "mariadb":
+        await _admin(
+            MARIADB_ADMIN_URL,
+            f"CREATE DATABASE `{database.name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
+        )
     # Alembic's env.py runs its own event loop, so it gets a thread of its own.
-    await asyncio.to_thread(upgrade, url)
-    return database
+    await asyncio.to_thread(upgrade, database.url)
 
 
-async def drop_database(database: BenchDatabase) -> None:
+async def drop(database: BenchDatabase) -> None:
     if database.backend == "postgresql":
         await _admin(PG_ADMIN_URL, f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)')
     elif database.backend == "mariadb":
@@ -117,6 +123,20 @@ async def drop_database(database: BenchDatabase) -> None:
         path = Path(make_url(database.url).database or "")
         for suffix in ("", "-wal", "-shm"):
             path.with_name(path.name + suffix).unlink(missing_ok=True)
+
+
+def database_processes(database: BenchDatabase) -> list[int]:
+    """The database server processes doing this benchmark's work, for CPU accounting.
+
+    PostgreSQL: the backends connected to the benchmark database (other databases on the
+    same server are left out). MariaDB: the whole server process, whoever else uses it.
+    SQLite: none, it runs inside the service.
+    """
+    if database.backend == "postgresql":
+        return postgres_backends(database.name)
+    if database.backend == "mariadb":
+        return pids_named("mariadbd", "mysqld")
+    return []
 
 
 def _digits(count: int) -> str:

@@ -107,10 +107,8 @@ def _stop(server: Server) -> None:
             server.process.wait()
 
 
-@asynccontextmanager
-async def _running(
-    name: str, command: list[str], env: dict[str, str], workdir: Path, ready: tuple[str, int]
-) -> AsyncIterator[Server]:
+def _spawn(name: str, command: list[str], env: dict[str, str], workdir: Path) -> Server:
+    """Start `command` on a free port in a session of its own, its output in a log file."""
     port = free_port()
     log_path = workdir / f"{name}.log"
     with log_path.open("wb") as log:
@@ -122,7 +120,14 @@ async def _running(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    server = Server(name, f"http://127.0.0.1:{port}", process, log_path)
+    return Server(name, f"http://127.0.0.1:{port}", process, log_path)
+
+
+@asynccontextmanager
+async def _running(
+    name: str, command: list[str], env: dict[str, str], workdir: Path, ready: tuple[str, int]
+) -> AsyncIterator[Server]:
+    server = _spawn(name, command, env, workdir)
     try:
         await _wait_ready(server, *ready)
         yield server
