@@ -1,31 +1,43 @@
-"""Claim next on PostgreSQL, the hot path: the same statements, on the raw connection.
+"""Claim next on PostgreSQL, the hot path: one statement on a plain asyncpg pool.
 
 Readers' clients claim in a tight loop, so this request is written for the database it runs
-on. The statements are those of the generic path (principal lookup, the claim's UPDATE ...
-RETURNING, the event snapshot, the task's links, the outbox insert), compiled once for
-asyncpg and run in one transaction on the pool's raw connection, without the ORM's
-per-call work. Claims that filter by template, group or tags resolve those references
-through the ORM and take the generic path.
+on. The claim's UPDATE ... RETURNING is the generic path's statement (api/tasks/claim.py),
+wrapped so that the same round trip also returns what the event and TaskGet need (template
+label, tag names and ids, users, groups, users via the groups). It is compiled once per
+filter shape and runs, with the principal lookup and the outbox insert, in one transaction
+on an asyncpg pool of its own, without the ORM's per-call work. Claims that filter by
+template, group or tags resolve those references through the ORM and take the generic path.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
-from fastapi import Request
-from sqlalchemy import bindparam, insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+import asyncpg
+from fastapi import FastAPI, Request
+from sqlalchemy import Select, bindparam, func, insert, select
+from sqlalchemy.engine import make_url
+from sqlmodel import col
 
 from api.auth.service import AnySelect
 from api.deps import actor_of
-from api.tasks.claim import claim_returning, prepare, task_from_row
-from api.tasks.read import LINKS, links_from, task_read_from
+from api.tasks.claim import TASK_COLUMNS, Shape, claim_returning, prepare, task_from_row
+from api.tasks.read import task_read_from
 from api.tasks.schemas import ClaimRequest, TaskRead
 from shared import precompiled
 from shared.events.outbox import event_values
-from shared.models import OutboxEvent
+from shared.models import (
+    GroupMember,
+    OutboxEvent,
+    Tag,
+    TaskGroupLink,
+    TaskTag,
+    TaskTemplate,
+    TaskUser,
+)
 from shared.status import TaskStatus
-from shared.taskevents import SNAPSHOT, snapshot_from, snapshot_params
+from shared.taskevents import snapshot_of
 
 EVENT_COLUMNS = (
     "event_id",
@@ -39,49 +51,101 @@ EVENT_COLUMNS = (
 OUTBOX_INSERT = insert(OutboxEvent).values({name: bindparam(f"v_{name}") for name in EVENT_COLUMNS})
 
 
-def applies(engine: AsyncEngine, data: ClaimRequest) -> bool:
+@lru_cache(maxsize=256)
+def claim_and_read(shape: Shape) -> Select[Any]:
+    claimed = claim_returning(shape).cte("claimed")
+    task_id = claimed.c.id
+
+    def ids(column: Any, *where: Any) -> Any:
+        return select(func.array_agg(column)).where(*where).scalar_subquery()
+
+    return select(
+        *(claimed.c[c.name] for c in TASK_COLUMNS),
+        select(col(TaskTemplate.label))
+        .where(col(TaskTemplate.id) == claimed.c.template_id)
+        .scalar_subquery(),
+        select(func.array_agg(col(Tag.name)))
+        .join(TaskTag, col(TaskTag.tag_id) == col(Tag.id))
+        .where(col(TaskTag.task_id) == task_id)
+        .scalar_subquery(),
+        ids(col(TaskTag.tag_id), col(TaskTag.task_id) == task_id),
+        ids(col(TaskUser.user_id), col(TaskUser.task_id) == task_id),
+        ids(col(TaskGroupLink.group_id), col(TaskGroupLink.task_id) == task_id),
+        select(func.array_agg(func.distinct(col(GroupMember.user_id))))
+        .join(TaskGroupLink, col(TaskGroupLink.group_id) == col(GroupMember.group_id))
+        .where(col(TaskGroupLink.task_id) == task_id)
+        .scalar_subquery(),
+    )
+
+
+def applies(app: FastAPI, data: ClaimRequest) -> bool:
     """PostgreSQL, and no reference to resolve."""
     return (
-        engine.dialect.name == "postgresql"
+        app.state.engine.dialect.name == "postgresql"
         and data.template is None
         and data.group is None
         and not data.tags
     )
 
 
+async def _pool(app: FastAPI) -> Any:
+    pool = getattr(app.state, "claim_pool", None)
+    if pool is None:
+        url = make_url(app.state.settings.async_database_url).set(drivername="postgresql")
+        pool = await asyncpg.create_pool(
+            url.render_as_string(hide_password=False), min_size=1, max_size=15
+        )
+        if getattr(app.state, "claim_pool", None) is None:
+            app.state.claim_pool = pool
+        else:  # another request made one meanwhile
+            await pool.close()
+            pool = app.state.claim_pool
+    return pool
+
+
+async def close(app: FastAPI) -> None:
+    pool = getattr(app.state, "claim_pool", None)
+    if pool is not None:
+        app.state.claim_pool = None
+        await pool.close()
+
+
 async def claim(request: Request, data: ClaimRequest) -> TaskRead | None:
-    engine: AsyncEngine = request.app.state.engine
     settings = request.app.state.settings
-    async with engine.connect() as connection:
-        raw = (await connection.get_raw_connection()).driver_connection
-        assert raw is not None
+    pool = await _pool(request.app)
+    async with pool.acquire() as raw, raw.transaction():
 
         async def fetch(statement: AnySelect, **params: Any) -> list[Any]:
             return await precompiled.fetch(raw, statement, **params)
 
-        async with raw.transaction():
-            actor = await actor_of(request, fetch)
-            prepared = await prepare(None, actor, data, settings.lock_ttl_seconds)
-            if prepared is None:
-                return None
-            rows = await precompiled.fetch(raw, claim_returning(prepared.shape), **prepared.params)
-            if not rows:
-                return None
-            task = task_from_row(rows[0], precompiled.utc)
-            snapshot = snapshot_from(
-                task,
-                await precompiled.fetch(raw, SNAPSHOT, **snapshot_params(task)),
-                TaskStatus.queued.value,
-            )
-            links = links_from(await precompiled.fetch(raw, LINKS, t=task.id))
-            event = event_values(
-                "task.locked",
-                actor=actor.username,
-                snapshot=snapshot,
-                task_id=task.id,
-                sequence=task.event_sequence,
-            )
-            await precompiled.execute(
-                raw, OUTBOX_INSERT, **{f"v_{name}": event[name] for name in EVENT_COLUMNS}
-            )
+        actor = await actor_of(request, fetch)
+        prepared = await prepare(None, actor, data, settings.lock_ttl_seconds)
+        if prepared is None:
+            return None
+        rows = await fetch(claim_and_read(prepared.shape), **prepared.params)
+        if not rows:
+            return None
+        row = rows[0]
+        n = len(TASK_COLUMNS)
+        task = task_from_row(row[:n], precompiled.utc)
+        label, tag_names, tag_ids, users, groups, via = row[n:]
+        snapshot = snapshot_of(
+            task, label, list(tag_names or []), actor.username, TaskStatus.queued.value
+        )
+        event = event_values(
+            "task.locked",
+            actor=actor.username,
+            snapshot=snapshot,
+            task_id=task.id,
+            sequence=task.event_sequence,
+        )
+        await precompiled.execute(
+            raw, OUTBOX_INSERT, **{f"v_{name}": event[name] for name in EVENT_COLUMNS}
+        )
+    links = {
+        "u": sorted(users or []),
+        "g": sorted(groups or []),
+        "v": sorted(via or []),
+        "t": sorted(tag_ids or []),
+    }
     return task_read_from(task, links)

@@ -168,7 +168,7 @@ async def bulk_create(
 async def claim_task(request: Request, data: ClaimRequest | None = None) -> TaskRead | Response:
     # Not SessionDep/CurrentActor: on PostgreSQL the whole claim runs on the raw connection.
     data = data or ClaimRequest()
-    if claim_pg.applies(request.app.state.engine, data):
+    if claim_pg.applies(request.app, data):
         task = await claim_pg.claim(request, data)
     else:
         async with unit_of_work(request) as session:
@@ -176,7 +176,9 @@ async def claim_task(request: Request, data: ClaimRequest | None = None) -> Task
             ttl = request.app.state.settings.lock_ttl_seconds
             claimed = await claim.claim(session, actor, data, ttl)
             task = await read_task(session, claimed) if claimed is not None else None
-    return task if task is not None else Response(status_code=204)
+    if task is None:
+        return Response(status_code=204)
+    return Response(task.model_dump_json(), media_type="application/json")
 
 
 @router.get("/tasks/{task_id}", summary="Get a task")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 from fastapi import FastAPI
@@ -20,7 +21,7 @@ def _item(i: int, **extra: object) -> dict[str, object]:
 
 
 async def test_claim_takes_highest_priority_then_oldest(
-    admin: httpx.AsyncClient, make_user: UserFactory
+    admin: httpx.AsyncClient, make_user: UserFactory, clean_app: FastAPI
 ) -> None:
     reader = await make_user("jdoe")
     await make_template(admin)
@@ -37,6 +38,15 @@ async def test_claim_takes_highest_priority_then_oldest(
         assert body["lock_version"] == 1
         order.append(body["id"])
     assert order == [high["id"], low["id"], low2["id"]]
+    # The claim's event carries the task as it is now, with its holder and template.
+    locked = [e for e in await events(clean_app, high["id"]) if e.type == "task.locked"]
+    assert len(locked) == 1
+    envelope = json.loads(locked[0].payload)
+    assert envelope["sequence"] == 2
+    assert envelope["task"]["status"] == "locked"
+    assert envelope["task"]["lock_holder"] == "jdoe"
+    assert envelope["task"]["template"] == "glandula_pinealis"
+    assert envelope["task"]["previous_status"] == "queued"
     r = await reader.post("/api/v1/tasks/claim", json={})
     assert r.status_code == 204
     assert r.content == b""
@@ -54,6 +64,7 @@ async def test_claim_filters_and_other_readers_tasks(
     tagged = await make_task(admin, groups=["neuro"], tags=["qa"], application_name="ViewR")
     other = await make_task(admin, users=["jdoe"], template="other", project="p2")
     r = await jdoe.post("/api/v1/tasks/claim", json={"template": "other"})
+    assert r.status_code == 200, r.text
     assert r.json()["id"] == other["id"]
     r = await jdoe.post("/api/v1/tasks/claim", json={"tags": ["nope"]})
     assert r.status_code == 204
