@@ -133,12 +133,10 @@ async def make_user(clean_app: FastAPI, admin: httpx.AsyncClient) -> AsyncIterat
                 "email": email or f"{username}@example.org",
                 "password": password,
                 "assignment_weight": weight,
+                "roles": list(roles),
             },
         )
         assert response.status_code == 201, response.text
-        for role in roles:
-            r = await admin.put(f"/api/v1/users/{username}/roles/{role}")
-            assert r.status_code == 200, r.text
         client = client_for(clean_app, (username, password))
         clients.append(client)
         return client

@@ -139,6 +139,7 @@ async def _apply_users(
                 assignment_weight=(
                     1.0 if data.assignment_weight is None else data.assignment_weight
                 ),
+                roles=[],  # the file's roles are given below
             )
             user = await users.create(session, new)
             report.created.users.append(data.username)

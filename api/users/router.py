@@ -6,10 +6,11 @@ from fastapi import APIRouter, Depends
 
 from api.auth.service import Actor
 from api.deps import CurrentActor, SessionDep, require
-from api.errors import problem_responses
+from api.errors import Forbidden, problem_responses
 from api.users import service
 from api.users.read import read_user
 from api.users.schemas import UserCreate, UserGroups, UserList, UserRead, UserUpdate
+from shared.permissions import READER_ROLE
 
 router = APIRouter(
     prefix="/users",
@@ -27,8 +28,10 @@ async def list_users(session: SessionDep, actor: CurrentActor) -> UserList:
 async def create_user(
     data: UserCreate,
     session: SessionDep,
-    _: Annotated[Actor, Depends(require("user_add"))],
+    actor: Annotated[Actor, Depends(require("user_add"))],
 ) -> UserRead:
+    if set(data.roles) - {READER_ROLE} and not actor.can("roles_manage"):
+        raise Forbidden("Giving a new user roles other than 'user' needs roles_manage")
     return await read_user(session, await service.create(session, data))
 
 

@@ -6,6 +6,7 @@ from typing import Annotated
 from pydantic import BaseModel, BeforeValidator, ConfigDict, EmailStr, Field, StringConstraints
 
 from api.names import not_an_id
+from shared.permissions import READER_ROLE
 
 USERNAME = r"^[A-Za-z0-9_.@+-]*[A-Za-z_.@+-][A-Za-z0-9_.@+-]*$"
 
@@ -27,6 +28,11 @@ class UserCreate(BaseModel):
     password: Password
     active: bool = True
     assignment_weight: Weight = 1.0
+    roles: list[str] = Field(
+        default_factory=lambda: [READER_ROLE],
+        description="Roles to give the new user (default: the reader role `user`; other "
+        "roles need roles_manage)",
+    )
 
 
 class UserUpdate(BaseModel):

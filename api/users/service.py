@@ -13,7 +13,7 @@ from api.auth.service import Actor
 from api.errors import Conflict, Forbidden, NotFound
 from api.refs import uri
 from api.users.schemas import UserCreate, UserUpdate
-from shared.models import GroupMember, User
+from shared.models import GroupMember, Role, User, UserRole
 from shared.security import hash_password
 
 # Who may change a field of a user. Name, email and password are also the user's own to change.
@@ -90,6 +90,13 @@ async def create(session: AsyncSession, data: UserCreate) -> User:
         assignment_weight=data.assignment_weight,
     )
     session.add(user)
+    await session.flush()
+    assert user.id is not None
+    for name in dict.fromkeys(data.roles):
+        role = await session.scalar(select(Role).where(col(Role.name) == name))
+        if role is None or role.id is None:
+            raise NotFound(f"Role '{name}' not found")
+        session.add(UserRole(user_id=user.id, role_id=role.id))
     await session.flush()
     return user
 

@@ -38,7 +38,7 @@ async def test_create_user_returns_6x_shape_without_password(
     assert user["groups"] == user["uri"] + "/groups"
     assert user["active"] is True
     assert user["assignment_weight"] == 0.5
-    assert user["roles"] == []
+    assert user["roles"] == ["user"]  # a new user is a reader by default
     assert "password" not in user
     assert "s3cret-pass" not in r.text
 
@@ -250,3 +250,37 @@ async def test_user_groups_lists_its_memberships(
     expected = {"groups": [first.json()["uri"], third.json()["uri"]]}
     assert (await jdoe.get("/api/v1/users/jdoe/groups")).json() == expected
     assert (await admin.get("/api/v1/users/jdoe/groups")).json() == expected
+
+
+async def test_a_new_user_is_a_reader_unless_told_otherwise(
+    admin: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    body = {"username": "newbie", "password": "pw-123456", "email": "newbie@example.org"}
+    r = await admin.post("/api/v1/users", json=body)
+    assert r.status_code == 201
+    assert r.json()["roles"] == ["user"]
+    r = await admin.post(
+        "/api/v1/users",
+        json={**body, "username": "coord", "email": "c@example.org", "roles": ["superuser"]},
+    )
+    assert r.json()["roles"] == ["superuser"]
+    r = await admin.post(
+        "/api/v1/users",
+        json={**body, "username": "x", "email": "x@example.org", "roles": ["nope"]},
+    )
+    assert r.status_code == 404
+    assert "nope" in r.json()["detail"]
+    # Without roles_manage, only the default role can be given.
+    r = await admin.post("/api/v1/roles", json={"name": "recruiter", "permissions": ["user_add"]})
+    assert r.status_code == 201, r.text
+    recruiter = await make_user("recruiter", roles=("recruiter",))
+    r = await recruiter.post(
+        "/api/v1/users",
+        json={**body, "username": "y", "email": "y@example.org", "roles": ["admin"]},
+    )
+    assert r.status_code == 403
+    assert "roles_manage" in r.json()["detail"]
+    r = await recruiter.post(
+        "/api/v1/users", json={**body, "username": "z", "email": "z@example.org"}
+    )
+    assert r.status_code == 201
