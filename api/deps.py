@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Request
 from fastapi.security import HTTPBasic, HTTPBasicCredentials, OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -62,10 +62,6 @@ async def actor_of(request: Request, fetch: Fetch) -> Actor:
     return await authenticate(
         fetch, state.settings, state.secret_key, cache, request.headers.get("authorization")
     )
-
-
-# Declares both schemes in the OpenAPI document (Swagger's Authorize); parsing is ours.
-Credentials = [Security(_basic), Security(_bearer)]
 
 
 async def get_actor(

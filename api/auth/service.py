@@ -220,13 +220,35 @@ def issue_token(settings: Settings, secret: str, user: Principal, kind: str) -> 
     return jwt.encode(claims, secret, algorithm=ALGORITHM), int(lifetime.total_seconds())
 
 
+_DECODED: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+
+
+def _decode(token: str, secret: str) -> dict[str, Any]:
+    """A token's verified claims; a token seen before skips the signature check.
+
+    Clients send the same token on every request. Its expiry is still checked each time,
+    and whether it was revoked is decided by the user row, read on every request.
+    """
+    key = (token, secret)
+    claims = _DECODED.get(key)
+    if claims is None:
+        claims = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]}
+        )
+        _DECODED[key] = claims
+        if len(_DECODED) > 10_000:
+            _DECODED.popitem(last=False)
+    elif claims["exp"] <= time.time():
+        _DECODED.pop(key, None)
+        raise jwt.ExpiredSignatureError("Signature has expired")
+    return claims
+
+
 async def principal_from_token(
     fetch: Fetch, settings: Settings, secret: str, token: str, kind: str
 ) -> Principal:
     try:
-        claims: dict[str, Any] = jwt.decode(
-            token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]}
-        )
+        claims = _decode(token, secret)
     except jwt.ExpiredSignatureError as exc:
         raise _unauthorized(settings, "Token expired") from exc
     except jwt.PyJWTError as exc:

@@ -7,7 +7,6 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from api import lookup
 from api.auth.service import session_fetch
 from api.deps import (
-    Credentials,
     CurrentActor,
     SessionDep,
     SettingsDep,
@@ -163,7 +162,9 @@ async def bulk_create(
     response_model=TaskRead,
     summary="Atomically take the caller's next task (highest priority, then oldest) and lock it",
     responses={204: {"description": "Nothing left to do"}},
-    dependencies=Credentials,
+    # The schemes every other operation declares through its dependencies; this hot path
+    # reads the Authorization header itself.
+    openapi_extra={"security": [{"HTTPBasic": []}, {"OAuth2PasswordBearer": []}]},
 )
 async def claim_task(request: Request, data: ClaimRequest | None = None) -> TaskRead | Response:
     # Not SessionDep/CurrentActor: on PostgreSQL the whole claim runs on the raw connection.
