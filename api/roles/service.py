@@ -11,6 +11,7 @@ from sqlmodel import col, select
 
 from api import lookup
 from api.errors import Conflict, NotFound
+from api.guard import ensure_an_administrator_remains
 from api.refs import parse_ref, uri
 from api.roles.schemas import RoleCreate, RoleRead, RoleUpdate, UserRoleRead
 from shared.models import Role, RolePermission, User, UserRole, utcnow
@@ -114,7 +115,7 @@ async def update(session: AsyncSession, role: Role, data: RoleUpdate) -> None:
     if data.permissions is not None:
         await _set_permissions(session, role, data.permissions)
     role.update_datetime = utcnow()
-    await session.flush()
+    await ensure_an_administrator_remains(session)
 
 
 async def delete_role(session: AsyncSession, role: Role) -> None:
@@ -136,6 +137,8 @@ async def set_user_role(session: AsyncSession, user: User, role: Role, has_role:
     else:
         return
     role.update_datetime = utcnow()
+    if not has_role:
+        await ensure_an_administrator_remains(session)
     await session.flush()
 
 

@@ -80,6 +80,9 @@ async def _conditions(
     elif f.user is not None:
         target = await lookup.user(session, f.user)
         if target.id != actor.id and not actor.can(*READ_ALL):
+            if not actor.can("user_read_all"):
+                # Other users are invisible to this caller: do not confirm they exist.
+                raise NotFound(f"User '{f.user}' not found")
             raise Forbidden("Listing another user's tasks needs the task_read_all permission")
         assert target.id is not None
         conds.append(visible_to(target.id, target.assignment_weight))

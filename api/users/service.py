@@ -11,6 +11,7 @@ from sqlmodel import col, select
 from api import lookup
 from api.auth.service import Actor
 from api.errors import Conflict, Forbidden, NotFound
+from api.guard import ensure_an_administrator_remains
 from api.refs import uri
 from api.users.schemas import UserCreate, UserUpdate
 from shared.models import GroupMember, Role, User, UserRole
@@ -146,6 +147,8 @@ async def apply_changes(session: AsyncSession, user: User, changes: dict[str, An
                 user.token_version += 1
             setattr(user, field, value)
     await session.flush()
+    if changes.get("active") is False:
+        await ensure_an_administrator_remains(session)
 
 
 async def update(session: AsyncSession, actor: Actor, user: User, data: UserUpdate) -> None:
@@ -157,4 +160,4 @@ async def update(session: AsyncSession, actor: Actor, user: User, data: UserUpda
 async def deactivate(session: AsyncSession, user: User) -> None:
     user.active = False
     user.token_version += 1
-    await session.flush()
+    await ensure_an_administrator_remains(session)

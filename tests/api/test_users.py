@@ -284,3 +284,32 @@ async def test_a_new_user_is_a_reader_unless_told_otherwise(
         "/api/v1/users", json={**body, "username": "z", "email": "z@example.org"}
     )
     assert r.status_code == 201
+
+
+async def test_the_last_administrator_cannot_lock_everyone_out(
+    admin: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    r = await admin.put("/api/v1/users/admin", json={"active": False})
+    assert r.status_code == 409
+    assert "roles_manage" in r.json()["detail"]
+    assert (await admin.delete("/api/v1/users/admin")).status_code == 409
+    assert (await admin.delete("/api/v1/users/admin/roles/admin")).status_code == 409
+    r = await admin.put("/api/v1/roles/admin", json={"permissions": ["task_read"]})
+    assert r.status_code == 409
+    # Still an administrator.
+    assert (await admin.get("/api/v1/users/me")).json()["roles"] == ["admin"]
+    # With a second administrator the first may step down.
+    await make_user("deputy", roles=("admin",))
+    assert (await admin.delete("/api/v1/users/admin/roles/admin")).status_code == 200
+
+
+async def test_a_reader_cannot_probe_other_users_through_task_lists(
+    make_user: UserFactory,
+) -> None:
+    jdoe = await make_user("jdoe")
+    await make_user("asmith")
+    for path in ("/api/v1/users/asmith/tasks", "/api/v1/users/nobody/tasks"):
+        assert (await jdoe.get(path)).status_code == 404, path
+    for user in ("asmith", "nobody"):
+        r = await jdoe.get("/api/v1/tasks", params={"user": user})
+        assert r.status_code == 404, user
