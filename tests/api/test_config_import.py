@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from tests.conftest import UserFactory, client_for
 
-EXAMPLE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "example-config.yaml"
+EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "example-config.yaml"
 URL = "/api/v1/service/config/import-config"
 
 
