@@ -14,7 +14,7 @@ from api.docs import install_docs
 from api.errors import PROBLEM_JSON, Problem, install_error_handlers
 from api.middleware import BodyLimitMiddleware, RootPathMiddleware
 from api.routes import api_router
-from api.tasks import claim_pg
+from api.tasks import claim_raw
 from shared import __version__
 from shared.bootstrap import bootstrap
 from shared.db import create_engine, session_factory
@@ -59,7 +59,7 @@ def create_app(
                     await stack.enter_async_context(service(app))
                 yield
         finally:
-            await claim_pg.close(app)
+            await claim_raw.close(app)
             await engine.dispose()
 
     app = FastAPI(

@@ -11,24 +11,32 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.dialects.mysql.aiomysql import dialect as aiomysql_dialect
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import Executable
 
-_DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
-_COMPILED: dict[int, tuple[Executable, str, list[str], dict[str, Any]]] = {}
+_DIALECTS: dict[str, Dialect] = {
+    "postgresql": asyncpg_dialect(),  # type: ignore[no-untyped-call]
+    "mysql": aiomysql_dialect(),
+}
+_COMPILED: dict[tuple[int, str], tuple[Executable, str, list[str], dict[str, Any]]] = {}
 
 
-def compiled(statement: Executable) -> tuple[str, list[str], dict[str, Any]]:
+def compiled(
+    statement: Executable, backend: str = "postgresql"
+) -> tuple[str, list[str], dict[str, Any]]:
     """The statement's SQL for asyncpg, the order of its parameters, and their defaults.
 
     Literal values in the statement (`status='locked'`, `+ 1`) are parameters too; their
     values come with the compiled statement.
     """
-    entry = _COMPILED.get(id(statement))
+    key = (id(statement), backend)
+    entry = _COMPILED.get(key)
     if entry is None or entry[0] is not statement:
-        result = statement.compile(dialect=_DIALECT)  # type: ignore[attr-defined]
+        result = statement.compile(dialect=_DIALECTS[backend])  # type: ignore[attr-defined]
         entry = (statement, str(result), list(result.positiontup or []), dict(result.params))
-        _COMPILED[id(statement)] = entry
+        _COMPILED[key] = entry
     return entry[1], entry[2], entry[3]
 
 
@@ -39,8 +47,10 @@ def _bind(value: Any) -> Any:
     return value
 
 
-def arguments(statement: Executable, params: dict[str, Any]) -> tuple[str, list[Any]]:
-    sql, names, defaults = compiled(statement)
+def arguments(
+    statement: Executable, params: dict[str, Any], backend: str = "postgresql"
+) -> tuple[str, list[Any]]:
+    sql, names, defaults = compiled(statement, backend)
     return sql, [_bind(params[n] if n in params else defaults[n]) for n in names]
 
 
@@ -57,3 +67,11 @@ async def fetch(connection: Any, statement: Executable, **params: Any) -> list[A
 async def execute(connection: Any, statement: Executable, **params: Any) -> None:
     sql, args = arguments(statement, params)
     await connection.execute(sql, *args)
+
+
+async def mysql_fetch(connection: Any, statement: Executable, **params: Any) -> list[Any]:
+    """The same on an aiomysql connection."""
+    sql, args = arguments(statement, params, "mysql")
+    async with connection.cursor() as cursor:
+        await cursor.execute(sql, args)
+        return list(await cursor.fetchall())

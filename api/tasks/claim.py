@@ -7,7 +7,7 @@ transaction starts with BEGIN IMMEDIATE). MariaDB/MySQL have no UPDATE ... RETUR
 SELECT ... FOR UPDATE SKIP LOCKED, then the UPDATE, in one READ COMMITTED transaction.
 
 The statements are built once per shape of the request (which filters it has) with bound
-parameters, so that the hot path on PostgreSQL (api/tasks/claim_pg.py) can run the very
+parameters, so that the hot path on PostgreSQL and MariaDB (api/tasks/claim_raw.py) can run the very
 same statements on the raw connection.
 """
 

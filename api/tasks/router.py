@@ -17,7 +17,7 @@ from api.deps import (
 from api.errors import Unprocessable, problem_responses
 from api.groups.service import get_visible_group
 from api.refs import MAX_ID
-from api.tasks import bulk, claim, claim_pg, service, transitions
+from api.tasks import bulk, claim, claim_raw, service, transitions
 from api.tasks.read import read_lock, read_task, summaries
 from api.tasks.schemas import (
     BulkCreate,
@@ -169,8 +169,8 @@ async def bulk_create(
 async def claim_task(request: Request, data: ClaimRequest | None = None) -> TaskRead | Response:
     # Not SessionDep/CurrentActor: on PostgreSQL the whole claim runs on the raw connection.
     data = data or ClaimRequest()
-    if claim_pg.applies(request.app, data):
-        task = await claim_pg.claim(request, data)
+    if claim_raw.applies(request.app, data):
+        task = await claim_raw.claim(request, data)
     else:
         async with unit_of_work(request) as session:
             actor = await actor_of(request, session_fetch(session))
