@@ -30,7 +30,7 @@ from tests.backends import require_service as require_service  # e2e tests impor
 
 # The console script installed next to the interpreter running the tests (the venv's bin/).
 TASKMANAGER = Path(sys.executable).parent / "taskmanager"
-READY_TIMEOUT = 30.0
+READY_TIMEOUT = 90.0
 STOP_TIMEOUT = 15.0
 LOG_TAIL_LINES = 40
 

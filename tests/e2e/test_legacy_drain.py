@@ -24,7 +24,7 @@ TASKS = 500
 
 def _setup(server: Server) -> None:
     with httpx.Client(
-        base_url=server.base_url, auth=("admin", server.admin_password), timeout=60
+        base_url=server.base_url, auth=("admin", server.admin_password), timeout=180
     ) as admin:
         names = [f"reader{i:02d}" for i in range(READERS)]
         for name in names:
@@ -47,7 +47,7 @@ async def _reader(base_urls: list[str], index: int, won: list[tuple[int, str]]) 
     name = f"reader{index:02d}"
     rng = random.Random(index)
     clients = [
-        httpx.AsyncClient(base_url=url, auth=(name, f"{name}-pw"), timeout=60) for url in base_urls
+        httpx.AsyncClient(base_url=url, auth=(name, f"{name}-pw"), timeout=180) for url in base_urls
     ]
     try:
         while True:
