@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -21,9 +21,6 @@ from shared.db import create_engine, session_factory
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger("taskmanager.api")
-
-# Something to run beside the API for its lifetime (the lease sweeper, embedded delivery).
-BackgroundService = Callable[[FastAPI], Awaitable[Any]]
 
 DESCRIPTION = """
 Hands out human reading tasks to users and groups, leases them while someone works on them,

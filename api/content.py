@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-JsonValue = str | dict[str, Any] | list[Any] | int | float | bool | None
-
 
 def to_text(value: Any) -> str:
     if isinstance(value, str):

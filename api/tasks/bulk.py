@@ -8,7 +8,6 @@ insert fails, and it re-reads what exists and skips it.
 
 from __future__ import annotations
 
-import secrets
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +25,7 @@ from api.refs import uri
 from api.tags.service import ensure_tags
 from api.tasks import distribution
 from api.tasks.schemas import BulkResult, BulkSkipped, TaskCreate
+from api.tasks.service import share_hash
 from shared.events.outbox import event_values
 from shared.models import OutboxEvent, Task, TaskGroupLink, TaskTag, TaskUser, utcnow
 from shared.settings import Settings
@@ -219,7 +219,7 @@ def _row(item: TaskCreate, project: str, template_id: int, now: Any) -> dict[str
         "application_name": item.application_name,
         "application_version": item.application_version,
         "lock_version": 0,
-        "share_hash": secrets.randbits(53) / float(1 << 53),
+        "share_hash": share_hash(),
         "event_sequence": 1,
         "create_time": now,
         "update_time": now,

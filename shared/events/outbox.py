@@ -10,21 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.models import OutboxEvent, utcnow
 
-EVENT_TYPES = (
-    "task.created",
-    "task.updated",
-    "task.locked",
-    "task.unlocked",
-    "task.lock_expired",
-    "task.status.done",
-    "task.status.aborted",
-    "task.status.failed",
-    "task.status.queued",
-    "task.deleted",
-    "taskgroup.done",
-    "taskgroup.aborted",
-)
-
 
 def event_values(
     event_type: str,
