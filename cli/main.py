@@ -1,4 +1,4 @@
-"""`taskmanager`: serve the API, run migrations."""
+"""`taskmanager`: serve the API, run the worker, run migrations."""
 
 from __future__ import annotations
 
@@ -51,6 +51,18 @@ def serve(
         forwarded_allow_ips="*",
         log_level=settings.log_level.lower(),
     )
+
+
+@app.command()
+def worker() -> None:
+    """Run the event worker: outbox relay, callback and webhook delivery, lease sweeper."""
+    import asyncio
+
+    from worker.service import run_worker
+
+    settings = get_settings()
+    _logging(settings.log_level)
+    asyncio.run(run_worker(settings))
 
 
 @db_app.command("upgrade")

@@ -11,6 +11,7 @@ from api.app import create_app
 from shared.periodic import periodic
 from shared.settings import get_settings
 from shared.taskevents import sweep_expired_leases
+from worker.service import Worker
 
 
 @asynccontextmanager
@@ -23,5 +24,21 @@ async def lease_sweeper(app: FastAPI) -> AsyncIterator[None]:
         yield
 
 
+@asynccontextmanager
+async def embedded_delivery(app: FastAPI) -> AsyncIterator[None]:
+    """Without a broker, this process turns its events into callbacks and webhooks itself,
+    with the worker's own code; with one, `taskmanager worker` does (the API never publishes)."""
+    settings = app.state.settings
+    if settings.amqp_url:
+        yield
+        return
+    worker = Worker(settings, engine=app.state.engine, broker=False, sweep=False)
+    await worker.start()
+    try:
+        yield
+    finally:
+        await worker.stop()
+
+
 def app_factory() -> FastAPI:
-    return create_app(get_settings(), services=[lease_sweeper])
+    return create_app(get_settings(), services=[lease_sweeper, embedded_delivery])

@@ -93,6 +93,29 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(
         default=30.0, gt=0, validation_alias="TASKMAN_SWEEP_INTERVAL_SECONDS"
     )
+    delivery_concurrency: int = Field(
+        default=64, gt=0, validation_alias="TASKMAN_DELIVERY_CONCURRENCY"
+    )
+    delivery_timeout_seconds: float = Field(
+        default=10.0, gt=0, validation_alias="TASKMAN_DELIVERY_TIMEOUT_SECONDS"
+    )
+    # How long a worker owns a delivery it took; a crashed worker's deliveries wait this long.
+    delivery_claim_seconds: float = Field(
+        default=60.0, gt=0, validation_alias="TASKMAN_DELIVERY_CLAIM_SECONDS"
+    )
+    delivery_retry_base_seconds: float = Field(
+        default=5.0, gt=0, validation_alias="TASKMAN_DELIVERY_RETRY_BASE_SECONDS"
+    )
+    delivery_poll_seconds: float = Field(
+        default=1.0, gt=0, validation_alias="TASKMAN_DELIVERY_POLL_SECONDS"
+    )
+    relay_poll_seconds: float = Field(
+        default=0.2, gt=0, validation_alias="TASKMAN_RELAY_POLL_SECONDS"
+    )
+    worker_prefetch: int = Field(default=256, gt=0, validation_alias="TASKMAN_WORKER_PREFETCH")
+    shutdown_grace_seconds: float = Field(
+        default=20.0, ge=0, validation_alias="TASKMAN_SHUTDOWN_GRACE_SECONDS"
+    )
     log_level: str = Field(default="INFO", validation_alias="TASKMAN_LOG_LEVEL")
     sentry_dsn: str | None = Field(default=None, validation_alias="SENTRY_DSN")
 

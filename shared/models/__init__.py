@@ -3,6 +3,8 @@
 from sqlmodel import SQLModel
 
 from shared.models.base import UTCDateTime, utcnow
+from shared.models.delivery import Delivery
+from shared.models.delivery_attempt import DeliveryAttempt
 from shared.models.group import Group
 from shared.models.group_member import GroupMember
 from shared.models.outbox_event import OutboxEvent
@@ -17,10 +19,13 @@ from shared.models.taskgroup import TaskGroup
 from shared.models.template import TaskTemplate
 from shared.models.user import User
 from shared.models.user_role import UserRole
+from shared.models.webhook import Webhook
 
 metadata = SQLModel.metadata
 
 __all__ = [
+    "Delivery",
+    "DeliveryAttempt",
     "Group",
     "GroupMember",
     "OutboxEvent",
@@ -37,6 +42,7 @@ __all__ = [
     "UTCDateTime",
     "User",
     "UserRole",
+    "Webhook",
     "metadata",
     "utcnow",
 ]

@@ -1,0 +1,1 @@
+"""Deliveries: what an event asks to send, how it is signed and sent, and when to retry."""

@@ -1,0 +1,199 @@
+"""Sending deliveries: those the consumer just made, and those that fall due (retries,
+admin retries, claims of a crashed worker that ran out). Results are written in batches."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.delivery.policy import Outcome, RetryPolicy, decide
+from shared.delivery.sender import Result, Sender
+from shared.models import utcnow
+from shared.settings import Settings
+from worker import store
+
+log = logging.getLogger("taskmanager.dispatcher")
+
+
+@dataclass(frozen=True)
+class DispatcherOptions:
+    concurrency: int = 64
+    claim_seconds: float = 60.0
+    poll_seconds: float = 1.0
+    # Results waiting to be written: flushed when this many are waiting or after `flush_seconds`.
+    flush_batch: int = 200
+    flush_seconds: float = 0.02
+
+
+class Dispatcher:
+    """Start with `run()` in a task; stop with `drain()`."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        sender: Sender,
+        policy: RetryPolicy,
+        webhooks: store.Webhooks,
+        name: str,
+        options: DispatcherOptions | None = None,
+    ) -> None:
+        self.engine = engine
+        self.sender = sender
+        self.policy = policy
+        self.webhooks = webhooks
+        self.name = name
+        self.options = options or DispatcherOptions()
+        self._slots = asyncio.Semaphore(self.options.concurrency)
+        self._inflight: dict[asyncio.Task[None], store.Claimed] = {}
+        self._done: list[store.Finished] = []
+        self._have_done = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._room = asyncio.Condition()
+        self._stopping = False
+        self._writer: asyncio.Task[None] | None = None
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def wait_for_room(self) -> None:
+        """Back pressure for the consumer: hold new work while four rounds are waiting."""
+        async with self._room:
+            await self._room.wait_for(lambda: self.inflight < 4 * self.options.concurrency)
+
+    def submit(self, deliveries: Sequence[store.Claimed]) -> None:
+        for delivery in deliveries:
+            task = asyncio.create_task(self._deliver(delivery), name=f"delivery-{delivery.id}")
+            self._inflight[task] = delivery
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._inflight.pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery task failed", exc_info=task.exception())
+
+        async def notify() -> None:
+            async with self._room:
+                self._room.notify_all()
+
+        if not self._stopping:
+            asyncio.get_running_loop().create_task(notify())
+
+    async def run(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop(), name="delivery-writer")
+        while not self._stopping:
+            free = self.options.concurrency - self.inflight
+            if free > 0:
+                try:
+                    owner = store.new_owner(self.name)
+                    async with self.engine.begin() as connection:
+                        due = await store.claim_due(
+                            connection, owner, free, self.options.claim_seconds, self.webhooks
+                        )
+                    self.submit(due)
+                    if len(due) == free:
+                        continue
+                except Exception:
+                    log.exception("taking due deliveries failed; trying again")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.options.poll_seconds)
+            self._wake.clear()
+
+    async def _deliver(self, delivery: store.Claimed) -> None:
+        secret: str | None = None
+        failure: str | None = None
+        if delivery.webhook_id is not None:
+            secret = self.webhooks.secrets.get(delivery.webhook_id)
+            if secret is None:
+                failure = "the webhook was deleted or disabled"
+        async with self._slots:
+            attempted_at = utcnow()
+            if failure is None:
+                result = await self.sender.send(delivery.request(secret))
+            else:
+                result = Result(status_code=None, duration_ms=0.0, error=failure, permanent=True)
+        decision = decide(
+            self.policy,
+            attempt=delivery.attempts + 1,
+            status_code=result.status_code,
+            error=result.error,
+            retry_after=result.retry_after,
+            now=utcnow(),
+            deadline=delivery.deadline_at,
+            permanent=result.permanent,
+        )
+        if decision.outcome is not Outcome.delivered:
+            log.info(
+                "delivery %s to %s: %s (%s)",
+                delivery.id,
+                delivery.url,
+                decision.outcome,
+                result.status_code or result.error,
+            )
+        self._done.append(store.Finished(delivery, result, decision, attempted_at))
+        self._have_done.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._have_done.wait()
+            if len(self._done) < self.options.flush_batch:
+                await asyncio.sleep(self.options.flush_seconds)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        while self._done:
+            batch, self._done = self._done, []
+            self._have_done.clear()
+            try:
+                async with self.engine.begin() as connection:
+                    await store.finish(connection, batch)
+            except Exception:
+                log.exception("recording %d delivery results failed; trying again", len(batch))
+                self._done = batch + self._done
+                self._have_done.set()
+                await asyncio.sleep(1.0)
+                if self._stopping:
+                    return
+
+    async def drain(self, grace_seconds: float) -> None:
+        """Stop taking work, let what is in flight finish within the grace period, record it.
+
+        What could not finish is given back (its claim released), so it is sent again by
+        whoever takes it next: at least once, never lost.
+        """
+        self._stopping = True
+        self._wake.set()
+        pending = list(self._inflight)
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=grace_seconds)
+            unfinished = [self._inflight[t] for t in late if t in self._inflight]
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        else:
+            unfinished = []
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        await self._flush()
+        if unfinished:
+            with contextlib.suppress(Exception):
+                async with self.engine.begin() as connection:
+                    await store.release(connection, unfinished)
+
+
+def options_from(settings: Settings) -> DispatcherOptions:
+    return DispatcherOptions(
+        concurrency=settings.delivery_concurrency,
+        claim_seconds=settings.delivery_claim_seconds,
+        poll_seconds=settings.delivery_poll_seconds,
+    )

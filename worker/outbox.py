@@ -1,0 +1,49 @@
+"""Taking unpublished outbox rows, in order, so that several relays never take the same row."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlmodel import col
+
+from shared.models import OutboxEvent, utcnow
+
+_TABLE = OutboxEvent.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    event_id: str
+    type: str
+    payload: str
+
+
+async def take(connection: AsyncConnection, limit: int) -> list[OutboxRow]:
+    """The oldest unpublished rows, locked until the caller's transaction ends.
+
+    `SKIP LOCKED` on PostgreSQL and MariaDB lets another relay take the next rows meanwhile;
+    SQLite's writer lock (BEGIN IMMEDIATE) serializes relays instead.
+    """
+    query = (
+        select(_TABLE.c.id, _TABLE.c.event_id, _TABLE.c.type, _TABLE.c.payload)
+        .where(_TABLE.c.published_at.is_(None))
+        .order_by(_TABLE.c.id)
+        .limit(limit)
+    )
+    if connection.dialect.name != "sqlite":
+        query = query.with_for_update(skip_locked=True)
+    rows = (await connection.execute(query)).all()
+    return [OutboxRow(*row) for row in rows]
+
+
+async def mark_published(connection: AsyncConnection, ids: Sequence[int]) -> None:
+    if ids:
+        await connection.execute(
+            update(OutboxEvent)
+            .where(col(OutboxEvent.id).in_(list(ids)))
+            .values(published_at=utcnow())
+        )

@@ -1,0 +1,296 @@
+"""Deliveries in the database: made from events, claimed by one worker, finished with a record.
+
+A worker owns a delivery while `claimed_until` lies ahead (`claimed_by` names the batch that
+took it); a crashed worker's deliveries become due again when their claim runs out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.delivery.plan import Subscription, plan
+from shared.delivery.policy import Decision, Outcome, RetryPolicy
+from shared.delivery.sender import Request, Result
+from shared.models import Delivery, DeliveryAttempt, Task, TaskGroup, Webhook, utcnow
+
+log = logging.getLogger("taskmanager.deliveries")
+
+_D = Delivery.__table__  # type: ignore[attr-defined]
+_A = DeliveryAttempt.__table__  # type: ignore[attr-defined]
+_W = Webhook.__table__  # type: ignore[attr-defined]
+_T = Task.__table__  # type: ignore[attr-defined]
+_G = TaskGroup.__table__  # type: ignore[attr-defined]
+
+REQUIRED = frozenset({"id", "type", "occurred_at"})
+_COLUMNS = (
+    _D.c.id,
+    _D.c.event_id,
+    _D.c.event_type,
+    _D.c.webhook_id,
+    _D.c.method,
+    _D.c.url,
+    _D.c.content_type,
+    _D.c.body,
+    _D.c.attempts,
+    _D.c.deadline_at,
+    _D.c.claimed_by,
+)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery this worker owns until its claim runs out."""
+
+    id: int
+    event_id: str
+    event_type: str
+    webhook_id: int | None
+    method: str
+    url: str
+    content_type: str
+    body: str
+    attempts: int
+    deadline_at: datetime
+    claimed_by: str
+
+    def request(self, secret: str | None) -> Request:
+        return Request(
+            delivery_id=self.id,
+            event_id=self.event_id,
+            method=self.method,
+            url=self.url,
+            content_type=self.content_type,
+            body=self.body,
+            secret=secret,
+        )
+
+
+@dataclass(frozen=True)
+class Finished:
+    delivery: Claimed
+    result: Result
+    decision: Decision
+    attempted_at: datetime
+
+
+class Webhooks:
+    """Enabled subscriptions and every webhook's secret, reloaded whenever the table changed
+    (its row count or newest update time differ), so a new subscription counts at once."""
+
+    def __init__(self) -> None:
+        self._version: tuple[Any, ...] | None = None
+        self.subscriptions: list[Subscription] = []
+        self.secrets: dict[int, str | None] = {}
+
+    async def refresh(self, connection: AsyncConnection) -> None:
+        version = tuple(
+            (await connection.execute(select(func.count(), func.max(_W.c.update_time)))).one()
+        )
+        if version == self._version:
+            return
+        rows = (
+            await connection.execute(
+                select(_W.c.id, _W.c.url, _W.c.events, _W.c.secret, _W.c.enabled)
+            )
+        ).all()
+        subscriptions = []
+        secrets: dict[int, str | None] = {}
+        for id_, url, events, secret, enabled in rows:
+            secrets[id_] = secret if enabled else None
+            if enabled:
+                subscriptions.append(
+                    Subscription(id=id_, url=url, patterns=tuple(json.loads(events)))
+                )
+        self.subscriptions, self.secrets, self._version = subscriptions, secrets, version
+
+
+def new_owner(name: str) -> str:
+    return f"{name[:40]}:{uuid.uuid4().hex[:16]}"
+
+
+def _insert_ignoring_duplicates(dialect: str) -> Any:
+    if dialect == "postgresql":
+        return postgresql.insert(_D).on_conflict_do_nothing(index_elements=["event_id", "target"])
+    if dialect == "sqlite":
+        return sqlite.insert(_D).on_conflict_do_nothing(index_elements=["event_id", "target"])
+    statement = mysql.insert(_D)
+    return statement.on_duplicate_key_update(event_id=statement.inserted.event_id)
+
+
+async def _callback_contents(
+    connection: AsyncConnection, envelopes: list[dict[str, Any]]
+) -> dict[tuple[str, int], str | None]:
+    wanted: dict[str, set[int]] = {"task": set(), "taskgroup": set()}
+    for envelope in envelopes:
+        for kind, event_type in (("task", "task.status.done"), ("taskgroup", "taskgroup.done")):
+            subject = envelope.get(kind)
+            if envelope.get("type") == event_type and subject and subject.get("callback_url"):
+                wanted[kind].add(int(subject["id"]))
+    contents: dict[tuple[str, int], str | None] = {}
+    for kind, table in (("task", _T), ("taskgroup", _G)):
+        if wanted[kind]:
+            rows = await connection.execute(
+                select(table.c.id, table.c.callback_content).where(table.c.id.in_(wanted[kind]))
+            )
+            contents.update({(kind, id_): content for id_, content in rows})
+    return contents
+
+
+async def create(
+    connection: AsyncConnection,
+    payloads: Sequence[str],
+    webhooks: Webhooks,
+    owner: str,
+    policy: RetryPolicy,
+    claim_seconds: float,
+) -> list[Claimed]:
+    """Make the deliveries these events ask for, claimed by `owner`; returns those made now.
+
+    An event seen before (a redelivered message) makes nothing new: `(event_id, target)`
+    is unique and the insert skips rows that exist.
+    """
+    envelopes: list[tuple[dict[str, Any], str]] = []
+    for payload in payloads:
+        try:
+            envelope = json.loads(payload)
+            if not isinstance(envelope, dict) or not envelope.keys() >= REQUIRED:
+                raise ValueError("not an event envelope")
+        except ValueError:
+            log.error("dropping a malformed event: %.200s", payload)
+            continue
+        envelopes.append((envelope, payload))
+    if not envelopes:
+        return []
+    await webhooks.refresh(connection)
+    contents = await _callback_contents(connection, [e for e, _ in envelopes])
+    now = utcnow()
+    claim = {
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "deadline_at": now + policy.give_up_after,
+        "claimed_by": owner,
+        "claimed_until": now + timedelta(seconds=claim_seconds),
+        "created_at": now,
+        "updated_at": now,
+    }
+    rows: list[dict[str, Any]] = []
+    for envelope, payload in envelopes:
+        kind = "task" if "task" in envelope else "taskgroup"
+        subject_id = (envelope.get(kind) or {}).get("id")
+        content = contents.get((kind, int(subject_id))) if subject_id is not None else None
+        rows.extend(row | claim for row in plan(envelope, payload, webhooks.subscriptions, content))
+    if not rows:
+        return []
+    await connection.execute(_insert_ignoring_duplicates(connection.dialect.name), rows)
+    made = await connection.execute(
+        select(*_COLUMNS).where(
+            _D.c.event_id.in_({row["event_id"] for row in rows}), _D.c.claimed_by == owner
+        )
+    )
+    return [Claimed(*row) for row in made]
+
+
+async def claim_due(
+    connection: AsyncConnection, owner: str, limit: int, claim_seconds: float, webhooks: Webhooks
+) -> list[Claimed]:
+    """Take up to `limit` deliveries whose next attempt is due and that nobody owns."""
+    now = utcnow()
+    due = (
+        _D.c.status == "pending",
+        _D.c.next_attempt_at <= now,
+        or_(_D.c.claimed_until.is_(None), _D.c.claimed_until < now),
+    )
+    query = select(_D.c.id).where(*due).order_by(_D.c.next_attempt_at).limit(limit)
+    if connection.dialect.name != "sqlite":
+        query = query.with_for_update(skip_locked=True)
+    ids = list((await connection.scalars(query)).all())
+    if not ids:
+        return []
+    await webhooks.refresh(connection)
+    await connection.execute(
+        update(_D)
+        .where(_D.c.id.in_(ids), *due)
+        .values(claimed_by=owner, claimed_until=now + timedelta(seconds=claim_seconds))
+    )
+    rows = await connection.execute(
+        select(*_COLUMNS).where(_D.c.id.in_(ids), _D.c.claimed_by == owner)
+    )
+    return [Claimed(*row) for row in rows]
+
+
+_FINISH = (
+    update(_D)
+    .where(_D.c.id == bindparam("d_id"), _D.c.claimed_by == bindparam("d_owner"))
+    .values(
+        status=bindparam("d_status"),
+        attempts=_D.c.attempts + 1,
+        next_attempt_at=bindparam("d_next"),
+        last_status_code=bindparam("d_code"),
+        last_error=bindparam("d_error"),
+        delivered_at=bindparam("d_delivered"),
+        claimed_by=None,
+        claimed_until=None,
+        updated_at=bindparam("d_now"),
+    )
+)
+
+
+async def finish(connection: AsyncConnection, finished: Sequence[Finished]) -> None:
+    """Record the attempts and what comes next, in one transaction for the batch."""
+    if not finished:
+        return
+    now = utcnow()
+    await connection.execute(
+        insert(_A),
+        [
+            {
+                "delivery_id": f.delivery.id,
+                "attempted_at": f.attempted_at,
+                "duration_ms": round(f.result.duration_ms, 3),
+                "status_code": f.result.status_code,
+                "error": f.result.error,
+                "response": f.result.response,
+            }
+            for f in finished
+        ],
+    )
+    updates = []
+    for f in finished:
+        outcome = f.decision.outcome
+        updates.append(
+            {
+                "d_id": f.delivery.id,
+                "d_owner": f.delivery.claimed_by,
+                "d_status": "pending" if outcome is Outcome.retry else outcome.value,
+                "d_next": f.decision.next_attempt_at,
+                "d_code": f.result.status_code,
+                "d_error": (f.decision.reason or f.result.error or None)
+                if outcome is not Outcome.delivered
+                else None,
+                "d_delivered": now if outcome is Outcome.delivered else None,
+                "d_now": now,
+            }
+        )
+    await connection.execute(_FINISH, updates)
+
+
+async def release(connection: AsyncConnection, deliveries: Sequence[Claimed]) -> None:
+    """Give back claims that will not be worked on (shutting down), so others take them now."""
+    for owner in {d.claimed_by for d in deliveries}:
+        await connection.execute(
+            update(_D)
+            .where(_D.c.id.in_([d.id for d in deliveries if d.claimed_by == owner]))
+            .where(_D.c.claimed_by == owner)
+            .values(claimed_by=None, claimed_until=None)
+        )

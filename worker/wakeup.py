@@ -1,0 +1,67 @@
+"""Waking the relay when the outbox gets rows: LISTEN/NOTIFY on PostgreSQL, else a short poll."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger("taskmanager.relay")
+
+CHANNEL = "taskmanager_outbox"
+
+
+class Wakeup:
+    """`wait()` returns when a commit inserted outbox rows, or after `poll_seconds` anyway.
+
+    The notification comes from a trigger on `outbox_events` (the migration creates it on
+    PostgreSQL). The poll covers what a notification cannot: rows written while the
+    listening connection was down, and databases without LISTEN.
+    """
+
+    def __init__(self, url: str, poll_seconds: float, listen_poll_seconds: float = 2.0) -> None:
+        parsed = make_url(url)
+        self._dsn = (
+            parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+            if parsed.get_backend_name() == "postgresql"
+            else None
+        )
+        self._poll = poll_seconds
+        self._listen_poll = listen_poll_seconds
+        self._event = asyncio.Event()
+        self._connection: Any = None
+        self._next_try = 0.0
+
+    @property
+    def listening(self) -> bool:
+        return self._connection is not None and not self._connection.is_closed()
+
+    async def _listen(self) -> None:
+        import asyncpg
+
+        loop = asyncio.get_running_loop()
+        if self._dsn is None or self.listening or loop.time() < self._next_try:
+            return
+        self._next_try = loop.time() + 5.0
+        try:
+            self._connection = await asyncpg.connect(self._dsn)
+            await self._connection.add_listener(CHANNEL, lambda *_: self._event.set())
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("cannot LISTEN for outbox rows (%s); polling meanwhile", exc)
+            self._connection = None
+
+    async def wait(self) -> None:
+        await self._listen()
+        timeout = self._listen_poll if self.listening else self._poll
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+        self._event.clear()
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+            self._connection = None
