@@ -40,8 +40,10 @@ format: install
 services:
 	@$(BIN)/python tests/services.py
 
+# Tests marked serial (they stop and start the shared RabbitMQ) run alone, after the rest.
 test: lint services
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 -m "not serial"
+	$(BIN)/pytest -m serial
 
 test-fast: install
 	$(BIN)/pytest tests/unit tests/api -x -q

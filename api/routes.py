@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from api.auth.router import router as auth_router
 from api.config_import.router import router as config_import_router
+from api.deliveries.router import router as deliveries_router
 from api.groups.router import router as groups_router
 from api.health.router import router as health_router
 from api.roles.router import router as roles_router
@@ -14,6 +15,7 @@ from api.taskgroups.router import router as taskgroups_router
 from api.tasks.router import router as tasks_router
 from api.templates.router import router as templates_router
 from api.users.router import router as users_router
+from api.webhooks.router import router as webhooks_router
 
 api_router = APIRouter()
 api_router.include_router(health_router)
@@ -28,5 +30,7 @@ v1.include_router(templates_router)
 v1.include_router(tasks_router)
 v1.include_router(taskgroups_router)
 v1.include_router(tags_router)
+v1.include_router(webhooks_router)
+v1.include_router(deliveries_router)
 
 api_router.include_router(v1)

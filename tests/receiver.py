@@ -94,3 +94,43 @@ async def serve_receiver() -> AsyncIterator[Receiver]:
     finally:
         server.should_exit = True
         await task
+
+
+class ThreadedReceiver:
+    """The receiver on a loop of its own in a thread, for tests that are not async."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.receiver: Receiver | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with serve_receiver() as receiver:
+            self.receiver = receiver
+            self._ready.set()
+            await self._stop.wait()
+
+    def __enter__(self) -> Receiver:
+        self._thread.start()
+        self._ready.wait(30)
+        assert self.receiver is not None
+        return self.receiver
+
+    def __exit__(self, *_: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+
+def wait_until(predicate: Callable[[], bool], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within:.0f} s waiting for {what}")
+        time.sleep(0.1)
