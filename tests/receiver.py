@@ -28,8 +28,9 @@ class Received:
 
 @dataclass
 class Receiver:
-    """Records every request. `/ok/...` answers 200; `/flaky/N/...` 503 for its first N
-    requests, then 200; `/status/CODE/...` answers CODE until `fixed` lists the path."""
+    """Records every request. `/ok/...` answers 200; `/slow/MS/...` 200 after MS ms;
+    `/flaky/N/...` 503 for its first N requests, then 200; `/status/CODE/...` answers CODE
+    until `fixed` lists the path."""
 
     port: int = 0
     received: list[Received] = field(default_factory=list)
@@ -53,6 +54,8 @@ class Receiver:
         parts = path.strip("/").split("/")
         if parts[0] == "flaky" and self._seen[path] <= int(parts[1]):
             return PlainTextResponse("not yet", status_code=503)
+        if parts[0] == "slow":
+            await asyncio.sleep(int(parts[1]) / 1000)
         if parts[0] == "status" and path not in self.fixed:
             return PlainTextResponse("no such thing here", status_code=int(parts[1]))
         return PlainTextResponse("ok")

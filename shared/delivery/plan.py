@@ -37,12 +37,17 @@ def _match(pattern: list[str], words: list[str]) -> bool:
     return (head == "*" or head == words[0]) and _match(rest, words[1:])
 
 
+def _not_json(constant: str) -> None:
+    # Python's parser takes NaN and Infinity; JSON (and the receivers) do not.
+    raise ValueError(constant)
+
+
 def callback_body(content: str | None) -> tuple[str, str]:
     """(body, content type): JSON when the content parses as JSON, else text."""
     if content is None:
         return "", TEXT_TYPE
     try:
-        json.loads(content)
+        json.loads(content, parse_constant=_not_json)
     except ValueError:
         return content, TEXT_TYPE
     return content, JSON_TYPE

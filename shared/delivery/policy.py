@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 
@@ -39,14 +39,15 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
-        return None
+        # The obsolete asctime form carries no zone; HTTP dates are always GMT.
+        when = when.replace(tzinfo=UTC)
     return max(0.0, (when - now).total_seconds())
 
 
@@ -78,7 +79,8 @@ def decide(
     retriable = status_code is None or status_code >= 500 or status_code in RETRIABLE_4XX
     if not retriable:
         return Decision(Outcome.failed, reason=f"HTTP {status_code}: not retried")
-    delay = min(policy.cap_seconds, policy.base_seconds * 2 ** max(0, attempt - 1))
+    # The exponent is bounded: an often retried delivery must not overflow a float.
+    delay = min(policy.cap_seconds, policy.base_seconds * 2 ** min(max(0, attempt - 1), 60))
     delay = delay / 2 + (rng or random).uniform(0, delay / 2)
     asked = retry_after_seconds(retry_after, now)
     if asked is not None:

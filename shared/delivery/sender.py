@@ -54,7 +54,7 @@ class Credentials:
 
     def for_url(self, url: str) -> httpx.BasicAuth | None:
         host = (urlsplit(url).hostname or "").lower()
-        found = self._hosts.get(host)
+        found = self._hosts.get(host) or self._hosts.get("default")
         return httpx.BasicAuth(*found) if found else None
 
 

@@ -15,7 +15,7 @@ def new_secret() -> str:
 
 
 def _key(secret: str) -> bytes:
-    return base64.b64decode(secret.removeprefix(PREFIX))
+    return base64.b64decode(secret.removeprefix(PREFIX), validate=True)
 
 
 def is_valid_secret(secret: str) -> bool:

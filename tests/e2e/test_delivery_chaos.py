@@ -266,3 +266,42 @@ def test_api_killed_after_commit_before_response_loses_no_callback(tmp_path: Pat
         wait_until(lambda: _all_arrived(receiver), 180, "every callback")
         _check_callbacks(receiver)
         assert worker.stop() == 0, worker.log()
+
+
+def test_worker_stops_gracefully_on_sigterm_and_nothing_in_flight_is_lost(tmp_path: Path) -> None:
+    """SIGTERM while slow receivers hold deliveries: the worker finishes or hands back what
+    it holds within its grace period, exits 0, and the next worker delivers the rest."""
+    with deployment(tmp_path) as (server, receiver):
+        with httpx.Client(
+            base_url=server.base_url, auth=("admin", server.admin_password), timeout=120
+        ) as admin:
+            r = admin.post("/api/v1/task_templates", json={"label": "t", "content": "a: 1"})
+            assert r.status_code == 201, r.text
+            items = [
+                {
+                    "template": "t",
+                    "content": {"n": i},
+                    "users": ["admin"],
+                    "callback_url": receiver.url(f"/slow/300/{i}"),
+                    "callback_content": json.dumps({"n": i}),
+                }
+                for i in range(300)
+            ]
+            r = admin.post("/api/v1/tasks/bulk", json={"tasks": items})
+            assert r.status_code == 201, r.text
+            ids = [int(uri.rsplit("/", 1)[1]) for uri in r.json()["tasks"]]
+        worker = WorkerProcess(server, "first")
+        assert asyncio.run(_mark_done(server.base_url, server.admin_password, ids)) == []
+        wait_until(lambda: len(receiver.received) >= 50, 60, "the first callbacks")
+        started = time.monotonic()
+        assert worker.stop() == 0, worker.log()
+        assert time.monotonic() - started < 15  # the grace period is 10 s
+        assert "stopping" in worker.log()
+        second = WorkerProcess(server, "second")
+        wait_until(lambda: len({r.path for r in list(receiver.received)}) >= 300, 120, "all")
+        paths: dict[str, set[str]] = defaultdict(set)
+        for request in list(receiver.received):
+            paths[request.path].add(request.headers["webhook-id"])
+        assert len(paths) == 300
+        assert all(len(seen) == 1 for seen in paths.values())
+        assert second.stop() == 0, second.log()

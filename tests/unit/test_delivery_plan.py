@@ -328,3 +328,10 @@ def test_non_matching_subscriptions_make_nothing() -> None:
 def test_no_subscriptions_and_no_callback_make_nothing() -> None:
     envelope, payload = task_event("task.created")
     assert plan(envelope, payload, [], None) == []
+
+
+def test_nan_and_infinity_are_not_json() -> None:
+    from shared.delivery.plan import TEXT_TYPE, callback_body
+
+    assert callback_body("NaN") == ("NaN", TEXT_TYPE)
+    assert callback_body('{"x": Infinity}') == ('{"x": Infinity}', TEXT_TYPE)

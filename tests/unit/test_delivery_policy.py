@@ -211,6 +211,12 @@ def test_retry_after_seconds_parses_an_http_date() -> None:
     assert retry_after_seconds("Fri, 14 Mar 2025 10:26:53 GMT", NOW) == 3600.0
 
 
+def test_retry_after_seconds_reads_a_date_without_zone_as_gmt() -> None:
+    # RFC 9110: HTTP dates are GMT; the obsolete asctime form and "-0000" carry no zone.
+    assert retry_after_seconds("Fri, 14 Mar 2025 10:26:53 -0000", NOW) == 3600.0
+    assert retry_after_seconds("Fri Mar 14 10:26:53 2025", NOW) == 3600.0
+
+
 def test_retry_after_seconds_treats_a_past_date_as_now() -> None:
     assert retry_after_seconds(http_date(NOW - timedelta(hours=1)), NOW) == 0.0
 
@@ -221,7 +227,6 @@ UNPARSEABLE = {
     "fraction": "1.5",
     "unit": "120s",
     "bad-date": "Wed, 99 Foo 2015 07:28:00 GMT",
-    "date-without-zone": "Fri, 14 Mar 2025 10:26:53 -0000",
     "blank": "   ",
     "superscript-two": "\u00b2",
 }
@@ -389,3 +394,8 @@ def test_a_dead_receiver_at_the_jitter_extremes() -> None:
     assert most <= 40
     for last in (last_low, last_high):
         assert 44 <= (last - NOW).total_seconds() / 3600 <= 48
+
+
+def test_a_delivery_retried_very_often_still_waits_the_cap() -> None:
+    # Admin retries reset the deadline but not the count: the backoff must not overflow.
+    assert delay_of(attempt(attempt=5000, rng=HIGH)) == pytest.approx(DEFAULT.cap_seconds)

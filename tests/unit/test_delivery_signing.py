@@ -211,3 +211,19 @@ def test_other_hosts_get_no_credentials(credentials: Credentials, url: str) -> N
 @pytest.mark.parametrize("url", ["https://xnat.example.org/cb", "https://anything.test/"])
 def test_no_netrc_gives_no_credentials(url: str) -> None:
     assert Credentials(None).for_url(url) is None
+
+
+def test_a_netrc_default_entry_covers_every_other_host(tmp_path: Path) -> None:
+    path = tmp_path / "netrc"
+    path.write_text(
+        "machine xnat.example.org login xnat password x1\ndefault login any password a1\n"
+    )
+    found = Credentials(path)
+    xnat = found.for_url("https://xnat.example.org/data")
+    other = found.for_url("http://syncotron:5000/cb")
+    assert xnat is not None
+    assert other is not None
+    request = httpx.Request("PUT", "http://syncotron:5000/cb")
+    assert next(other.auth_flow(request)).headers["authorization"] == (
+        "Basic " + base64.b64encode(b"any:a1").decode()
+    )
