@@ -10,7 +10,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 help:
 	@echo "make run    - install, migrate and serve on http://localhost:$${TASKMAN_PORT:-5000}"
 	@echo "make test   - install, lint (ruff, mypy) and run the whole test suite"
-	@echo "make bench  - run the benchmarks and print their figures"
+	@echo "make bench  - run the benchmarks (claims, callbacks) and print their figures"
 	@echo "make lint | format | migrate | clean"
 
 $(STAMP): requirements.lock pyproject.toml
@@ -50,6 +50,7 @@ test-fast: install
 
 bench: install services
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.callbacks
 
 clean:
 	rm -rf $(VENV) data .mypy_cache .ruff_cache .pytest_cache

@@ -94,7 +94,7 @@ class Settings(BaseSettings):
         default=30.0, gt=0, validation_alias="TASKMAN_SWEEP_INTERVAL_SECONDS"
     )
     delivery_concurrency: int = Field(
-        default=64, gt=0, validation_alias="TASKMAN_DELIVERY_CONCURRENCY"
+        default=32, gt=0, validation_alias="TASKMAN_DELIVERY_CONCURRENCY"
     )
     delivery_timeout_seconds: float = Field(
         default=10.0, gt=0, validation_alias="TASKMAN_DELIVERY_TIMEOUT_SECONDS"

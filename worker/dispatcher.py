@@ -22,7 +22,7 @@ log = logging.getLogger("taskmanager.dispatcher")
 
 @dataclass(frozen=True)
 class DispatcherOptions:
-    concurrency: int = 64
+    concurrency: int = 32
     claim_seconds: float = 60.0
     poll_seconds: float = 1.0
     # Results waiting to be written: flushed when this many are waiting or after `flush_seconds`.
@@ -117,7 +117,11 @@ class Dispatcher:
         async with self._slots:
             attempted_at = utcnow()
             if failure is None:
-                result = await self.sender.send(delivery.request(secret))
+                try:
+                    result = await self.sender.send(delivery.request(secret))
+                except Exception as exc:  # a bug must cost a retry, never the record
+                    log.exception("sending delivery %s failed unexpectedly", delivery.id)
+                    result = Result(status_code=None, duration_ms=0.0, error=repr(exc)[:500])
             else:
                 result = Result(status_code=None, duration_ms=0.0, error=failure, permanent=True)
         decision = decide(

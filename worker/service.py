@@ -49,7 +49,9 @@ class Worker:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.policy = RetryPolicy(base_seconds=settings.delivery_retry_base_seconds)
         self.sender = Sender(
-            Credentials(settings.callback_netrc), timeout=settings.delivery_timeout_seconds
+            Credentials(settings.callback_netrc),
+            timeout=settings.delivery_timeout_seconds,
+            connections=settings.delivery_concurrency,
         )
         self.dispatcher = Dispatcher(
             self.engine,

@@ -60,14 +60,21 @@ class Credentials:
 
 class Sender:
     def __init__(
-        self, credentials: Credentials | None = None, *, timeout: float = 10.0, **client: Any
+        self,
+        credentials: Credentials | None = None,
+        *,
+        timeout: float = 10.0,
+        connections: int = 32,
+        **client: Any,
     ) -> None:
         self.credentials = credentials or Credentials(None)
         self.client = httpx.AsyncClient(
             timeout=timeout,
             follow_redirects=True,
             headers={"user-agent": f"TaskManager/{__version__}"},
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            # No more connections than requests in flight: httpcore's pool scans every
+            # connection for every request, so a larger pool only costs time.
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
             **client,
         )
 
