@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     relay_poll_seconds: float = Field(
         default=0.2, gt=0, validation_alias="TASKMAN_RELAY_POLL_SECONDS"
     )
+    outbox_retention_hours: float = Field(
+        default=168.0, gt=0, validation_alias="TASKMAN_OUTBOX_RETENTION_HOURS"
+    )
     worker_prefetch: int = Field(default=256, gt=0, validation_alias="TASKMAN_WORKER_PREFETCH")
     shutdown_grace_seconds: float = Field(
         default=20.0, ge=0, validation_alias="TASKMAN_SHUTDOWN_GRACE_SECONDS"

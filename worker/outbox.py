@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col
 
@@ -47,3 +48,13 @@ async def mark_published(connection: AsyncConnection, ids: Sequence[int]) -> Non
             .where(col(OutboxEvent.id).in_(list(ids)))
             .values(published_at=utcnow())
         )
+
+
+async def purge_published(connection: AsyncConnection, before: datetime) -> int:
+    """Delete rows published before `before`: the outbox is a hand-over, not an archive."""
+    result = await connection.execute(
+        delete(OutboxEvent).where(
+            col(OutboxEvent.published_at).is_not(None), col(OutboxEvent.published_at) < before
+        )
+    )
+    return int(result.rowcount or 0)

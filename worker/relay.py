@@ -38,13 +38,16 @@ class Relay:
         self.published = 0
 
     async def run(self) -> None:
-        channel = await self.connection.channel(publisher_confirms=True)
-        # The worker's queue too: events published before any worker started are kept.
-        await declare_delivery_queue(channel)
-        exchange = await declare_exchange(channel)
         failures = 0
+        exchange: AbstractExchange | None = None
         while True:
             try:
+                if exchange is None:
+                    channel = await self.connection.channel(publisher_confirms=True)
+                    # The worker's queue too: events published before any worker started
+                    # are kept for it.
+                    await declare_delivery_queue(channel)
+                    exchange = await declare_exchange(channel)
                 count = await self.publish_batch(exchange)
                 failures = 0
             except asyncio.CancelledError:

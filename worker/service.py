@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,9 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared.db import create_engine, session_factory
 from shared.delivery.policy import RetryPolicy
 from shared.delivery.sender import Credentials, Sender
+from shared.models import utcnow
 from shared.settings import Settings
 from shared.taskevents import sweep_expired_leases
-from worker import store
+from worker import outbox, store
 from worker.consumer import Consumer
 from worker.dispatcher import Dispatcher, options_from
 from worker.inprocess import InProcessRelay
@@ -93,6 +95,7 @@ class Worker:
             self._tasks.append(asyncio.create_task(inprocess.run(), name="inprocess-relay"))
         if self.sweep:
             self._tasks.append(asyncio.create_task(self._sweep(), name="lease-sweeper"))
+        self._tasks.append(asyncio.create_task(self._purge(), name="outbox-purge"))
         log.info(
             "delivering events %s", "through RabbitMQ" if self.broker else "in-process (no broker)"
         )
@@ -105,6 +108,18 @@ class Worker:
             except Exception:
                 log.exception("lease sweep failed")
             await asyncio.sleep(self.settings.sweep_interval_seconds)
+
+    async def _purge(self) -> None:
+        keep = timedelta(hours=self.settings.outbox_retention_hours)
+        while True:
+            try:
+                async with self.engine.begin() as connection:
+                    purged = await outbox.purge_published(connection, utcnow() - keep)
+                if purged:
+                    log.info("deleted %d published outbox rows older than %s", purged, keep)
+            except Exception:
+                log.exception("purging the outbox failed")
+            await asyncio.sleep(600)
 
     async def stop(self) -> None:
         """Stop taking work; finish what is in flight within the grace period; close."""

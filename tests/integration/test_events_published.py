@@ -7,6 +7,7 @@ import json
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import aio_pika
@@ -17,10 +18,11 @@ from sqlalchemy import func, select
 
 from shared.db import create_engine
 from shared.events.topology import EVENT_TYPES, declare_exchange
-from shared.models import OutboxEvent
+from shared.models import OutboxEvent, utcnow
 from shared.taskevents import sweep_expired_leases
 from tests.api.helpers import expire_lock, make_template
 from tests.conftest import UserFactory
+from worker import outbox
 from worker.relay import Relay
 from worker.wakeup import Wakeup
 
@@ -188,3 +190,26 @@ async def test_two_relays_publish_every_event_exactly_once(
     assert len(ids) == 1500
     assert len(set(ids)) == 1500
     assert sum(published) == 1500
+
+
+async def test_published_rows_are_purged_and_unpublished_ones_kept(
+    admin: httpx.AsyncClient, clean_app: FastAPI
+) -> None:
+    await make_template(admin)
+    for n in range(3):
+        r = await admin.post(
+            "/api/v1/tasks",
+            json={"template": "glandula_pinealis", "content": {"n": n}, "users": ["admin"]},
+        )
+        assert r.status_code == 201, r.text
+    engine = clean_app.state.engine
+    async with engine.begin() as connection:
+        first_two = [row.id for row in await outbox.take(connection, 2)]
+        await outbox.mark_published(connection, first_two)
+    async with engine.begin() as connection:
+        assert await outbox.purge_published(connection, utcnow() - timedelta(hours=1)) == 0
+        assert await outbox.purge_published(connection, utcnow() + timedelta(seconds=1)) == 2
+    async with engine.begin() as connection:
+        left = await outbox.take(connection, 10)
+    assert len(left) == 1
+    assert left[0].id not in first_two
