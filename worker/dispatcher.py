@@ -50,6 +50,7 @@ class Dispatcher:
         self.options = options or DispatcherOptions()
         self._slots = asyncio.Semaphore(self.options.concurrency)
         self._inflight: dict[asyncio.Task[None], store.Claimed] = {}
+        self._sending: set[int] = set()
         self._done: list[store.Finished] = []
         self._have_done = asyncio.Event()
         self._wake = asyncio.Event()
@@ -115,15 +116,22 @@ class Dispatcher:
             if secret is None:
                 failure = "the webhook was deleted or disabled"
         async with self._slots:
+            if self._stopping:
+                return  # never started: handed back by drain()
+            self._sending.add(delivery.id)
             attempted_at = utcnow()
-            if failure is None:
-                try:
+            try:
+                if failure is None:
                     result = await self.sender.send(delivery.request(secret))
-                except Exception as exc:  # a bug must cost a retry, never the record
-                    log.exception("sending delivery %s failed unexpectedly", delivery.id)
-                    result = Result(status_code=None, duration_ms=0.0, error=repr(exc)[:500])
-            else:
-                result = Result(status_code=None, duration_ms=0.0, error=failure, permanent=True)
+                else:
+                    result = Result(
+                        status_code=None, duration_ms=0.0, error=failure, permanent=True
+                    )
+            except Exception as exc:  # a bug must cost a retry, never the record
+                log.exception("sending delivery %s failed unexpectedly", delivery.id)
+                result = Result(status_code=None, duration_ms=0.0, error=repr(exc)[:500])
+            finally:
+                self._sending.discard(delivery.id)
         decision = decide(
             self.policy,
             attempt=delivery.attempts + 1,
@@ -175,15 +183,17 @@ class Dispatcher:
         """
         self._stopping = True
         self._wake.set()
-        pending = list(self._inflight)
-        if pending:
-            _, late = await asyncio.wait(pending, timeout=grace_seconds)
-            unfinished = [self._inflight[t] for t in late if t in self._inflight]
+        # Deliveries still waiting for a slot are not started at all; those being sent get
+        # the grace period to finish.
+        waiting = [d for d in self._inflight.values() if d.id not in self._sending]
+        sending = [t for t, d in self._inflight.items() if d.id in self._sending]
+        unfinished = list(waiting)
+        if sending:
+            _, late = await asyncio.wait(sending, timeout=grace_seconds)
+            unfinished += [self._inflight[t] for t in late if t in self._inflight]
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-        else:
-            unfinished = []
         if self._writer is not None:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -123,13 +123,15 @@ class Worker:
 
     async def stop(self) -> None:
         """Stop taking work; finish what is in flight within the grace period; close."""
-        grace = self.settings.shutdown_grace_seconds
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_grace_seconds
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.consumer is not None:
-            await self.consumer.stop(grace)
-        await self.dispatcher.drain(grace)
+            # The batch being written may finish; messages not acknowledged come again.
+            await self.consumer.stop(min(2.0, self.settings.shutdown_grace_seconds))
+        await self.dispatcher.drain(max(0.0, deadline - loop.time()))
         if self._dispatching is not None:
             self._dispatching.cancel()
             await asyncio.gather(self._dispatching, return_exceptions=True)

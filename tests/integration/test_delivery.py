@@ -14,6 +14,7 @@ import httpx
 from fastapi import FastAPI
 
 from tests.api.helpers import events, make_template
+from tests.integration.conftest import FAST_RETRIES
 from tests.receiver import Receiver
 from worker.service import Worker
 
@@ -200,3 +201,37 @@ async def test_webhooks_get_matching_events_signed(
     assert _verify_standard_webhook(secret, hook.headers, hook.body)
     assert not _verify_standard_webhook(secret, hook.headers, hook.body + b" ")
     assert (await _event_ids(clean_app, task["id"], "task.status.done")) == [envelope["id"]]
+
+
+async def test_two_workers_share_the_work_and_send_each_callback_once(
+    admin: httpx.AsyncClient, clean_app: FastAPI, receiver: Receiver
+) -> None:
+    """Two embedded workers (own engines) on one database: every callback sent exactly once."""
+    await make_template(admin)
+    items = [
+        {
+            "template": "glandula_pinealis",
+            "content": {"n": n},
+            "users": ["admin"],
+            "callback_url": receiver.url(f"/ok/{n}"),
+            "callback_content": "{}",
+        }
+        for n in range(300)
+    ]
+    r = await admin.post("/api/v1/tasks/bulk", json={"tasks": items})
+    assert r.status_code == 201, r.text
+    settings = clean_app.state.settings.model_copy(update={**FAST_RETRIES, "amqp_url": None})
+    workers = [Worker(settings, broker=False, sweep=False) for _ in range(2)]
+    for worker in workers:
+        await worker.start()
+    try:
+        for uri in r.json()["tasks"]:
+            assert (await admin.put(uri, json={"status": "done"})).status_code == 200
+        await receiver.wait_for(lambda: len(receiver.received) >= 300)
+        await asyncio.sleep(1.0)
+    finally:
+        for worker in workers:
+            await worker.stop()
+    paths = [request.path for request in receiver.received]
+    assert len(paths) == 300
+    assert len(set(paths)) == 300
