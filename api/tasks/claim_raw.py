@@ -1,54 +1,30 @@
-"""Claim next, the hot path, on PostgreSQL and MariaDB: the same statements, raw.
+"""Claim next, the hot path, on PostgreSQL and MariaDB: written for the database it runs on.
 
-Readers' clients claim in a tight loop, so this request is written for the database it runs
-on. The claim's UPDATE ... RETURNING is the generic path's statement (api/tasks/claim.py),
-wrapped so that the same round trip also returns what the event and TaskGet need (template
-label, tag names and ids, users, groups, users via the groups). It is compiled once per
-filter shape and runs, with the principal lookup and the outbox insert, in one transaction
-on an asyncpg pool of its own, without the ORM's per-call work. MariaDB/MySQL (no UPDATE
-... RETURNING) run the generic path's SELECT ... SKIP LOCKED and UPDATE, then read the row,
-its snapshot and links, on the pool's raw aiomysql connection. Claims that filter by
-template, group or tags resolve those references through the ORM and take the generic path.
+PostgreSQL runs the whole claim as one statement (api/tasks/claim_pg.py). MariaDB/MySQL (no
+UPDATE ... RETURNING) run the generic path's SELECT ... SKIP LOCKED and UPDATE, then read
+the row, its snapshot and links, on the pool's raw aiomysql connection, with the statements
+compiled once. Claims that filter by template, group or tags resolve those references
+through the ORM and take the generic path (api/tasks/claim.py).
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
-import asyncpg
 from fastapi import FastAPI, Request
-from sqlalchemy import Select, bindparam, func, insert, select
-from sqlalchemy.engine import make_url
+from sqlalchemy import bindparam, insert, select
 from sqlmodel import col
 
-from api.auth.service import AnySelect
 from api.deps import actor_of
-from api.tasks.claim import (
-    LOCK_BY_ID,
-    TASK_COLUMNS,
-    Shape,
-    claim_returning,
-    next_task,
-    prepare,
-    task_from_row,
-)
+from api.tasks import claim_pg
+from api.tasks.claim import LOCK_BY_ID, TASK_COLUMNS, next_task, prepare, task_from_row
 from api.tasks.read import LINKS, links_from, task_read_from
 from api.tasks.schemas import ClaimRequest, TaskRead
 from shared import precompiled
 from shared.events.outbox import event_values
-from shared.models import (
-    GroupMember,
-    OutboxEvent,
-    Tag,
-    Task,
-    TaskGroupLink,
-    TaskTag,
-    TaskTemplate,
-    TaskUser,
-)
+from shared.models import OutboxEvent, Task
 from shared.status import TaskStatus
-from shared.taskevents import SNAPSHOT, snapshot_from, snapshot_of, snapshot_params
+from shared.taskevents import SNAPSHOT, snapshot_from, snapshot_params
 
 EVENT_COLUMNS = (
     "event_id",
@@ -62,33 +38,6 @@ EVENT_COLUMNS = (
 OUTBOX_INSERT = insert(OutboxEvent).values({name: bindparam(f"v_{name}") for name in EVENT_COLUMNS})
 
 
-@lru_cache(maxsize=256)
-def claim_and_read(shape: Shape) -> Select[Any]:
-    claimed = claim_returning(shape).cte("claimed")
-    task_id = claimed.c.id
-
-    def ids(column: Any, *where: Any) -> Any:
-        return select(func.array_agg(column)).where(*where).scalar_subquery()
-
-    return select(
-        *(claimed.c[c.name] for c in TASK_COLUMNS),
-        select(col(TaskTemplate.label))
-        .where(col(TaskTemplate.id) == claimed.c.template_id)
-        .scalar_subquery(),
-        select(func.array_agg(col(Tag.name)))
-        .join(TaskTag, col(TaskTag.tag_id) == col(Tag.id))
-        .where(col(TaskTag.task_id) == task_id)
-        .scalar_subquery(),
-        ids(col(TaskTag.tag_id), col(TaskTag.task_id) == task_id),
-        ids(col(TaskUser.user_id), col(TaskUser.task_id) == task_id),
-        ids(col(TaskGroupLink.group_id), col(TaskGroupLink.task_id) == task_id),
-        select(func.array_agg(func.distinct(col(GroupMember.user_id))))
-        .join(TaskGroupLink, col(TaskGroupLink.group_id) == col(GroupMember.group_id))
-        .where(col(TaskGroupLink.task_id) == task_id)
-        .scalar_subquery(),
-    )
-
-
 def applies(app: FastAPI, data: ClaimRequest) -> bool:
     """PostgreSQL or MariaDB/MySQL, and no reference to resolve."""
     return (
@@ -99,62 +48,10 @@ def applies(app: FastAPI, data: ClaimRequest) -> bool:
     )
 
 
-async def _pool(app: FastAPI) -> Any:
-    pool = getattr(app.state, "claim_pool", None)
-    if pool is None:
-        url = make_url(app.state.settings.async_database_url).set(drivername="postgresql")
-        pool = await asyncpg.create_pool(
-            url.render_as_string(hide_password=False), min_size=1, max_size=15
-        )
-        if getattr(app.state, "claim_pool", None) is None:
-            app.state.claim_pool = pool
-        else:  # another request made one meanwhile
-            await pool.close()
-            pool = app.state.claim_pool
-    return pool
-
-
-async def close(app: FastAPI) -> None:
-    pool = getattr(app.state, "claim_pool", None)
-    if pool is not None:
-        app.state.claim_pool = None
-        await pool.close()
-
-
 async def claim(request: Request, data: ClaimRequest) -> TaskRead | None:
     if request.app.state.engine.dialect.name == "mysql":
         return await claim_mysql(request, data)
-    settings = request.app.state.settings
-    pool = await _pool(request.app)
-    async with pool.acquire() as raw, raw.transaction():
-
-        async def fetch(statement: AnySelect, **params: Any) -> list[Any]:
-            return await precompiled.fetch(raw, statement, **params)
-
-        actor = await actor_of(request, fetch)
-        prepared = await prepare(None, actor, data, settings.lock_ttl_seconds)
-        if prepared is None:
-            return None
-        rows = await fetch(claim_and_read(prepared.shape), **prepared.params)
-        if not rows:
-            return None
-        row = rows[0]
-        n = len(TASK_COLUMNS)
-        task = task_from_row(row[:n], precompiled.utc)
-        label, tag_names, tag_ids, users, groups, via = row[n:]
-        snapshot = snapshot_of(
-            task, label, list(tag_names or []), actor.username, TaskStatus.queued.value
-        )
-        await precompiled.execute(
-            raw, OUTBOX_INSERT, **_locked_event(actor.username, task, snapshot)
-        )
-    links = {
-        "u": sorted(users or []),
-        "g": sorted(groups or []),
-        "v": sorted(via or []),
-        "t": sorted(tag_ids or []),
-    }
-    return task_read_from(task, links)
+    return await claim_pg.claim(request, data)
 
 
 def _locked_event(username: str, task: Task, snapshot: dict[str, Any]) -> dict[str, Any]:
