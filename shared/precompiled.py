@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.dialects.mysql.aiomysql import dialect as aiomysql_dialect
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy.dialects.sqlite.aiosqlite import dialect as aiosqlite_dialect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import Executable, visitors
 from sqlalchemy.sql.elements import BindParameter
@@ -20,6 +21,7 @@ from sqlalchemy.sql.elements import BindParameter
 _DIALECTS: dict[str, Dialect] = {
     "postgresql": asyncpg_dialect(),  # type: ignore[no-untyped-call]
     "mysql": aiomysql_dialect(),
+    "sqlite": aiosqlite_dialect(),
 }
 _COMPILED: dict[tuple[int, str], tuple[Executable, str, list[str], dict[str, Any]]] = {}
 
@@ -85,11 +87,20 @@ def _bind(value: Any) -> Any:
     return value
 
 
+def _sqlite_bind(value: Any) -> Any:
+    # As SQLAlchemy stores DateTime on SQLite: text, naive UTC, always with microseconds
+    # (so that timestamps compare as text in time order).
+    if isinstance(value, datetime):
+        return _bind(value).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
+
+
 def arguments(
     statement: Executable, params: dict[str, Any], backend: str = "postgresql"
 ) -> tuple[str, list[Any]]:
     sql, names, defaults = compiled(statement, backend)
-    return sql, [_bind(params[n] if n in params else defaults[n]) for n in names]
+    bind = _sqlite_bind if backend == "sqlite" else _bind
+    return sql, [bind(params[n] if n in params else defaults[n]) for n in names]
 
 
 def utc(value: datetime | None) -> datetime | None:

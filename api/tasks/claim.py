@@ -19,7 +19,7 @@ from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, Update, bindparam, select, update
+from sqlalchemy import ColumnElement, Select, Update, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -28,7 +28,8 @@ from api.auth.service import Actor
 from api.errors import Forbidden
 from api.tasks.schemas import ClaimRequest
 from api.tasks.visibility import visible_to
-from shared.models import Tag, Task, TaskGroupLink, TaskTag, utcnow
+from shared.events.outbox import event_values
+from shared.models import OutboxEvent, Tag, Task, TaskGroupLink, TaskTag, utcnow
 from shared.status import TaskStatus
 from shared.taskevents import emit, lease_until
 
@@ -205,3 +206,27 @@ async def claim(
         previous_status=TaskStatus.queued.value,
     )
     return task
+
+
+EVENT_COLUMNS = (
+    "event_id",
+    "type",
+    "task_id",
+    "taskgroup_id",
+    "sequence",
+    "payload",
+    "occurred_at",
+)
+OUTBOX_INSERT = insert(OutboxEvent).values({name: bindparam(f"v_{name}") for name in EVENT_COLUMNS})
+
+
+def locked_event(username: str, task: Task, snapshot: dict[str, Any]) -> dict[str, Any]:
+    """The outbox row's parameters for the claim's `task.locked` event."""
+    event = event_values(
+        "task.locked",
+        actor=username,
+        snapshot=snapshot,
+        task_id=task.id,
+        sequence=task.event_sequence,
+    )
+    return {f"v_{name}": event[name] for name in EVENT_COLUMNS}

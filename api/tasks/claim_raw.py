@@ -1,6 +1,7 @@
-"""Claim next, the hot path, on PostgreSQL and MariaDB: written for the database it runs on.
+"""Claim next, the hot path: written for the database it runs on.
 
-PostgreSQL runs the whole claim as one statement (api/tasks/claim_pg.py). MariaDB/MySQL (no
+PostgreSQL runs the whole claim as one statement (api/tasks/claim_pg.py); SQLite as one
+function on the connection's thread (api/tasks/claim_sqlite.py). MariaDB/MySQL (no
 UPDATE ... RETURNING) run the generic path's SELECT ... SKIP LOCKED and UPDATE, then read
 the row, its snapshot and links, on the pool's raw aiomysql connection, with the statements
 compiled once. Claims that filter by template, group or tags resolve those references
@@ -12,36 +13,32 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, select
 from sqlmodel import col
 
 from api.deps import actor_of
-from api.tasks import claim_pg
-from api.tasks.claim import LOCK_BY_ID, TASK_COLUMNS, next_task, prepare, task_from_row
+from api.tasks import claim_pg, claim_sqlite
+from api.tasks.claim import (
+    LOCK_BY_ID,
+    OUTBOX_INSERT,
+    TASK_COLUMNS,
+    locked_event,
+    next_task,
+    prepare,
+    task_from_row,
+)
 from api.tasks.read import LINKS, links_from, task_read_from
 from api.tasks.schemas import ClaimRequest, TaskRead
 from shared import precompiled
-from shared.events.outbox import event_values
-from shared.models import OutboxEvent, Task
+from shared.models import Task
 from shared.status import TaskStatus
 from shared.taskevents import SNAPSHOT, snapshot_from, snapshot_params
 
-EVENT_COLUMNS = (
-    "event_id",
-    "type",
-    "task_id",
-    "taskgroup_id",
-    "sequence",
-    "payload",
-    "occurred_at",
-)
-OUTBOX_INSERT = insert(OutboxEvent).values({name: bindparam(f"v_{name}") for name in EVENT_COLUMNS})
-
 
 def applies(app: FastAPI, data: ClaimRequest) -> bool:
-    """PostgreSQL or MariaDB/MySQL, and no reference to resolve."""
+    """No reference to resolve."""
     return (
-        app.state.engine.dialect.name in ("postgresql", "mysql")
+        app.state.engine.dialect.name in ("postgresql", "mysql", "sqlite")
         and data.template is None
         and data.group is None
         and not data.tags
@@ -49,21 +46,12 @@ def applies(app: FastAPI, data: ClaimRequest) -> bool:
 
 
 async def claim(request: Request, data: ClaimRequest) -> TaskRead | None:
-    if request.app.state.engine.dialect.name == "mysql":
+    backend = request.app.state.engine.dialect.name
+    if backend == "mysql":
         return await claim_mysql(request, data)
+    if backend == "sqlite":
+        return await claim_sqlite.claim(request, data)
     return await claim_pg.claim(request, data)
-
-
-def _locked_event(username: str, task: Task, snapshot: dict[str, Any]) -> dict[str, Any]:
-    """The outbox row's parameters for the claim's `task.locked` event."""
-    event = event_values(
-        "task.locked",
-        actor=username,
-        snapshot=snapshot,
-        task_id=task.id,
-        sequence=task.event_sequence,
-    )
-    return {f"v_{name}": event[name] for name in EVENT_COLUMNS}
 
 
 TASK_BY_ID = select(*TASK_COLUMNS).where(col(Task.id) == bindparam("p_task_id"))
@@ -95,7 +83,7 @@ async def claim_mysql(request: Request, data: ClaimRequest) -> TaskRead | None:
                 TaskStatus.queued.value,
             )
             links = links_from(await fetch(LINKS, t=task.id))
-            await fetch(OUTBOX_INSERT, **_locked_event(actor.username, task, snapshot))
+            await fetch(OUTBOX_INSERT, **locked_event(actor.username, task, snapshot))
             await raw.commit()
         except BaseException:
             await raw.rollback()
