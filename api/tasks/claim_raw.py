@@ -30,9 +30,9 @@ from api.tasks.claim import (
 from api.tasks.read import LINKS, links_from, task_read_from
 from api.tasks.schemas import ClaimRequest, TaskRead
 from shared import precompiled
-from shared.models import Task
+from shared.models import Tag, Task, TaskTag, TaskTemplate, User
 from shared.status import TaskStatus
-from shared.taskevents import SNAPSHOT, snapshot_from, snapshot_params
+from shared.taskevents import snapshot_from
 
 
 def applies(app: FastAPI, data: ClaimRequest) -> bool:
@@ -54,7 +54,16 @@ async def claim(request: Request, data: ClaimRequest) -> TaskRead | None:
     return await claim_pg.claim(request, data)
 
 
-TASK_BY_ID = select(*TASK_COLUMNS).where(col(Task.id) == bindparam("p_task_id"))
+# The locked task with its template label, holder name and tag names (a row per tag).
+_holder = User.__table__.alias("holder")  # type: ignore[attr-defined]
+TASK_AND_SNAPSHOT = (
+    select(*TASK_COLUMNS, col(TaskTemplate.label), _holder.c.username, col(Tag.name))
+    .join(TaskTemplate, col(TaskTemplate.id) == col(Task.template_id))
+    .outerjoin(_holder, _holder.c.id == col(Task.lock_holder_id))
+    .outerjoin(TaskTag, col(TaskTag.task_id) == col(Task.id))
+    .outerjoin(Tag, col(Tag.id) == col(TaskTag.tag_id))
+    .where(col(Task.id) == bindparam("p_task_id"))
+)
 
 
 async def claim_mysql(request: Request, data: ClaimRequest) -> TaskRead | None:
@@ -66,7 +75,8 @@ async def claim_mysql(request: Request, data: ClaimRequest) -> TaskRead | None:
         async def fetch(statement: Any, **params: Any) -> list[Any]:
             return await precompiled.mysql_fetch(raw, statement, **params)
 
-        await raw.begin()
+        # No BEGIN: the connection is not in autocommit mode, so the first statement opens
+        # the transaction (one round trip less).
         try:
             actor = await actor_of(request, fetch)
             prepared = await prepare(None, actor, data, settings.lock_ttl_seconds)
@@ -76,12 +86,10 @@ async def claim_mysql(request: Request, data: ClaimRequest) -> TaskRead | None:
                 return None
             task_id = picked[0][0]
             await fetch(LOCK_BY_ID, **prepared.params, p_task_id=task_id)
-            task = task_from_row((await fetch(TASK_BY_ID, p_task_id=task_id))[0], precompiled.utc)
-            snapshot = snapshot_from(
-                task,
-                await fetch(SNAPSHOT, **snapshot_params(task)),
-                TaskStatus.queued.value,
-            )
+            rows = await fetch(TASK_AND_SNAPSHOT, p_task_id=task_id)
+            n = len(TASK_COLUMNS)
+            task = task_from_row(rows[0][:n], precompiled.utc)
+            snapshot = snapshot_from(task, [r[n:] for r in rows], TaskStatus.queued.value)
             links = links_from(await fetch(LINKS, t=task.id))
             await fetch(OUTBOX_INSERT, **locked_event(actor.username, task, snapshot))
             await raw.commit()
