@@ -169,7 +169,8 @@ async def bulk_create(
     openapi_extra={"security": [{"HTTPBasic": []}, {"OAuth2PasswordBearer": []}]},
 )
 async def claim_task(request: Request, data: ClaimRequest | None = None) -> TaskRead | Response:
-    # Not SessionDep/CurrentActor: on PostgreSQL the whole claim runs on the raw connection.
+    # Not SessionDep/CurrentActor: without references to resolve, the claim runs on the raw
+    # connection and checks the caller's credential itself (api/tasks/claim_raw.py).
     data = data or ClaimRequest()
     if claim_raw.applies(request.app, data):
         task = await claim_raw.claim(request, data)
