@@ -13,8 +13,8 @@ from api.auth.service import CredentialCache
 from api.docs import install_docs
 from api.errors import PROBLEM_JSON, Problem, install_error_handlers
 from api.middleware import BodyLimitMiddleware, RootPathMiddleware
-from api.routes import api_router
-from api.tasks import claim_raw
+from api.routes import routers
+from api.tasks import claim_pg
 from shared import __version__
 from shared.bootstrap import bootstrap
 from shared.db import create_engine, session_factory
@@ -56,7 +56,7 @@ def create_app(
                     await stack.enter_async_context(service(app))
                 yield
         finally:
-            await claim_raw.close(app)
+            await claim_pg.close(app)
             await engine.dispose()
 
     app = FastAPI(
@@ -73,7 +73,8 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RootPathMiddleware, prefix=settings.api_prefix)
     install_docs(app)
-    app.include_router(api_router)
+    for router in routers:
+        app.include_router(router)
 
     original_openapi = app.openapi
 

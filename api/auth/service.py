@@ -63,12 +63,17 @@ class CredentialCache:
     def __init__(self, secret: str, max_entries: int = 10_000, ttl_seconds: float = 900) -> None:
         self._secret = secret.encode()
         self._entries: OrderedDict[tuple[int, str, bytes], float] = OrderedDict()
+        # The login a verified entry was presented with: lets a hot path name the user and
+        # the hash to check before it has read the user row (see `known`).
+        self._logins: OrderedDict[tuple[str, bytes], tuple[int, str]] = OrderedDict()
         self._max = max_entries
         self._ttl = ttl_seconds
 
+    def _digest(self, password: str) -> bytes:
+        return hmac.new(self._secret, password.encode(), hashlib.sha256).digest()
+
     def _key(self, user: Credentialed, password: str) -> tuple[int, str, bytes]:
-        digest = hmac.new(self._secret, password.encode(), hashlib.sha256).digest()
-        return (user.id or 0, user.password_hash, digest)
+        return (user.id or 0, user.password_hash, self._digest(password))
 
     def hit(self, user: Credentialed, password: str) -> bool:
         key = self._key(user, password)
@@ -85,6 +90,31 @@ class CredentialCache:
         self._entries[self._key(user, password)] = time.monotonic() + self._ttl
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
+
+    def note_login(self, login: str, user: Credentialed, password: str) -> None:
+        """`login` with `password` names `user` (whose entry `hit` just found or `remember`
+        just stored)."""
+        user_id, password_hash, digest = self._key(user, password)
+        self._logins[(login, digest)] = (user_id, password_hash)
+        self._logins.move_to_end((login, digest))
+        while len(self._logins) > self._max:
+            self._logins.popitem(last=False)
+
+    def known(self, login: str, password: str) -> tuple[int, str] | None:
+        """The user id and password hash that `login` with `password` verified against.
+
+        Whether that hash is still the user's (and the user still active and still the one
+        `login` names) is for the caller to check against the user row.
+        """
+        digest = self._digest(password)
+        found = self._logins.get((login, digest))
+        if found is None:
+            return None
+        expires = self._entries.get((*found, digest))
+        if expires is None or expires < time.monotonic():
+            self._logins.pop((login, digest), None)
+            return None
+        return found
 
 
 def _unauthorized(settings: Settings, detail: str) -> Unauthorized:
@@ -178,6 +208,7 @@ async def check_login(
         if not ok:
             return None
         cache.remember(principal, password)
+    cache.note_login(login, principal, password)
     return principal
 
 
@@ -187,9 +218,8 @@ async def check_password(
     return await check_login(session_fetch(session), cache, login, password)
 
 
-async def authenticate_basic(
-    fetch: Fetch, settings: Settings, cache: CredentialCache, credentials: str
-) -> Actor:
+def basic_login(settings: Settings, credentials: str) -> tuple[str, str]:
+    """The login and password of a Basic `Authorization` header's credentials."""
     try:
         decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError) as exc:
@@ -197,9 +227,16 @@ async def authenticate_basic(
     login, sep, password = decoded.partition(":")
     if not sep:
         raise _unauthorized(settings, "Malformed Basic credentials")
+    return login, password
+
+
+async def authenticate_basic(
+    fetch: Fetch, settings: Settings, cache: CredentialCache, credentials: str
+) -> Actor:
+    login, password = basic_login(settings, credentials)
     principal = await check_login(fetch, cache, login, password)
     if principal is None:
-        raise _unauthorized(settings, "Invalid username or password")
+        raise invalid_login(settings)
     return principal.actor()
 
 
@@ -244,9 +281,11 @@ def _decode(token: str, secret: str) -> dict[str, Any]:
     return claims
 
 
-async def principal_from_token(
-    fetch: Fetch, settings: Settings, secret: str, token: str, kind: str
-) -> Principal:
+def token_claims(settings: Settings, secret: str, token: str, kind: str) -> tuple[int, Any]:
+    """The user id and token version a valid, unexpired token of `kind` names.
+
+    Whether it was revoked is for the user row to tell (its active flag and token version).
+    """
     try:
         claims = _decode(token, secret)
     except jwt.ExpiredSignatureError as exc:
@@ -255,10 +294,24 @@ async def principal_from_token(
         raise _unauthorized(settings, "Invalid token") from exc
     if claims.get("typ") != kind or not str(claims.get("sub", "")).isdigit():
         raise _unauthorized(settings, f"Not an {kind} token")
-    user_id = int(claims["sub"])
+    return int(claims["sub"]), claims.get("ver")
+
+
+def revoked(settings: Settings) -> Unauthorized:
+    return _unauthorized(settings, "Token revoked")
+
+
+def invalid_login(settings: Settings) -> Unauthorized:
+    return _unauthorized(settings, "Invalid username or password")
+
+
+async def principal_from_token(
+    fetch: Fetch, settings: Settings, secret: str, token: str, kind: str
+) -> Principal:
+    user_id, version = token_claims(settings, secret, token, kind)
     found = (await _principals(fetch, BY_ID, user_id=user_id)).get(user_id)
-    if found is None or not found.active or found.token_version != claims.get("ver"):
-        raise _unauthorized(settings, "Token revoked")
+    if found is None or not found.active or found.token_version != version:
+        raise revoked(settings)
     return found
 
 
@@ -268,6 +321,17 @@ async def user_from_token(
     return await principal_from_token(session_fetch(session), settings, secret, token, kind)
 
 
+def scheme_of(settings: Settings, authorization: str | None) -> tuple[str, str]:
+    """The scheme (`basic` or `bearer`) and the credentials of an `Authorization` header."""
+    if not authorization:
+        raise _unauthorized(settings, "Authentication required (HTTP Basic or Bearer token)")
+    scheme, _, credentials = authorization.partition(" ")
+    scheme = scheme.lower()
+    if scheme not in ("basic", "bearer"):
+        raise _unauthorized(settings, f"Unsupported authorization scheme '{scheme}'")
+    return scheme, credentials.strip()
+
+
 async def authenticate(
     fetch: Fetch,
     settings: Settings,
@@ -275,15 +339,8 @@ async def authenticate(
     cache: CredentialCache,
     authorization: str | None,
 ) -> Actor:
-    if not authorization:
-        raise _unauthorized(settings, "Authentication required (HTTP Basic or Bearer token)")
-    scheme, _, credentials = authorization.partition(" ")
-    scheme = scheme.lower()
+    scheme, credentials = scheme_of(settings, authorization)
     if scheme == "basic":
-        return await authenticate_basic(fetch, settings, cache, credentials.strip())
-    if scheme == "bearer":
-        principal = await principal_from_token(
-            fetch, settings, secret, credentials.strip(), "access"
-        )
-        return principal.actor()
-    raise _unauthorized(settings, f"Unsupported authorization scheme '{scheme}'")
+        return await authenticate_basic(fetch, settings, cache, credentials)
+    principal = await principal_from_token(fetch, settings, secret, credentials, "access")
+    return principal.actor()

@@ -19,7 +19,7 @@ from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any, cast
 
-from sqlalchemy import Select, Update, bindparam, select, update
+from sqlalchemy import ColumnElement, Select, Update, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -28,11 +28,13 @@ from api.auth.service import Actor
 from api.errors import Forbidden
 from api.tasks.schemas import ClaimRequest
 from api.tasks.visibility import visible_to
-from shared.models import Tag, Task, TaskGroupLink, TaskTag, utcnow
+from shared.events.outbox import event_values
+from shared.models import OutboxEvent, Tag, Task, TaskGroupLink, TaskTag, utcnow
 from shared.status import TaskStatus
 from shared.taskevents import emit, lease_until
 
 CLAIMERS = ("task_update_status", "task_update_status_all", "task_update_all")
+NOT_A_CLAIMER = "Claiming a task needs the task_update_status permission"
 TASK_COLUMNS = tuple(Task.__table__.columns)  # type: ignore[attr-defined]
 
 
@@ -50,9 +52,17 @@ class Shape:
 
 @lru_cache(maxsize=256)
 def next_task(shape: Shape) -> Select[Any]:
+    return pick(shape, bindparam("weight"), shape.sees_orphans)
+
+
+def pick(
+    shape: Shape, weight: Any, sees_orphans: bool | ColumnElement[bool], *gate: Any
+) -> Select[Any]:
+    """The caller's (`uid`) next task, locked, skipping rows other claims hold."""
     conds = [
+        *gate,
         col(Task.status) == TaskStatus.queued.value,
-        visible_to(bindparam("uid"), bindparam("weight"), sees_orphans=shape.sees_orphans),
+        visible_to(bindparam("uid"), weight, sees_orphans=sees_orphans),
     ]
     if shape.project:
         conds.append(col(Task.project) == bindparam("p_project"))
@@ -77,7 +87,7 @@ def next_task(shape: Shape) -> Select[Any]:
     )
 
 
-_LOCK_VALUES: dict[str, Any] = {
+LOCK_VALUES: dict[str, Any] = {
     "status": TaskStatus.locked.value,
     "lock_holder_id": bindparam("uid"),
     "lock_expires_at": bindparam("expires"),
@@ -93,7 +103,7 @@ def claim_returning(shape: Shape) -> Update:
     return (
         update(Task)
         .where(col(Task.id) == next_task(shape).scalar_subquery())
-        .values(**_LOCK_VALUES)
+        .values(**LOCK_VALUES)
         .returning(*TASK_COLUMNS)
     )
 
@@ -102,7 +112,7 @@ def claim_returning(shape: Shape) -> Update:
 LOCK_BY_ID = (
     update(Task)
     .where(col(Task.id) == bindparam("p_task_id"), col(Task.status) == TaskStatus.queued.value)
-    .values(**_LOCK_VALUES)
+    .values(**LOCK_VALUES)
 )
 
 
@@ -120,7 +130,7 @@ async def prepare(
     References (template, group, tags) need `session` to resolve them.
     """
     if not actor.can(*CLAIMERS):
-        raise Forbidden("Claiming a task needs the task_update_status permission")
+        raise Forbidden(NOT_A_CLAIMER)
     now = utcnow()
     params: dict[str, Any] = {
         "uid": actor.id,
@@ -196,3 +206,27 @@ async def claim(
         previous_status=TaskStatus.queued.value,
     )
     return task
+
+
+EVENT_COLUMNS = (
+    "event_id",
+    "type",
+    "task_id",
+    "taskgroup_id",
+    "sequence",
+    "payload",
+    "occurred_at",
+)
+OUTBOX_INSERT = insert(OutboxEvent).values({name: bindparam(f"v_{name}") for name in EVENT_COLUMNS})
+
+
+def locked_event(username: str, task: Task, snapshot: dict[str, Any]) -> dict[str, Any]:
+    """The outbox row's parameters for the claim's `task.locked` event."""
+    event = event_values(
+        "task.locked",
+        actor=username,
+        snapshot=snapshot,
+        task_id=task.id,
+        sequence=task.event_sequence,
+    )
+    return {f"v_{name}": event[name] for name in EVENT_COLUMNS}

@@ -33,6 +33,8 @@ from api.tasks.schemas import (
 from api.tasks.service import TaskFilter
 
 router = APIRouter(tags=["tasks"], responses=problem_responses(401, 403, 404, 409, 413, 422))
+# The hot path on a router of its own, matched before every other route (see api/routes.py).
+claim_router = APIRouter(tags=["tasks"], responses=problem_responses(401, 403, 404, 409, 413, 422))
 
 IfMatch = Annotated[
     str | None,
@@ -157,7 +159,7 @@ async def bulk_create(
     return await bulk.bulk_create(session, actor, settings, data.tasks)
 
 
-@router.post(
+@claim_router.post(
     "/tasks/claim",
     response_model=TaskRead,
     summary="Atomically take the caller's next task (highest priority, then oldest) and lock it",
@@ -167,7 +169,8 @@ async def bulk_create(
     openapi_extra={"security": [{"HTTPBasic": []}, {"OAuth2PasswordBearer": []}]},
 )
 async def claim_task(request: Request, data: ClaimRequest | None = None) -> TaskRead | Response:
-    # Not SessionDep/CurrentActor: on PostgreSQL the whole claim runs on the raw connection.
+    # Not SessionDep/CurrentActor: without references to resolve, the claim runs on the raw
+    # connection and checks the caller's credential itself (api/tasks/claim_raw.py).
     data = data or ClaimRequest()
     if claim_raw.applies(request.app, data):
         task = await claim_raw.claim(request, data)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, exists, func, or_, select
+from sqlalchemy import ColumnElement, and_, case, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlmodel import col
@@ -42,18 +42,24 @@ def group_share_max(group_id: Any) -> ColumnElement[float]:
 
 
 def visible_to(
-    user_id: Any, weight: Any, *, sees_orphans: bool | None = None
+    user_id: Any, weight: Any, *, sees_orphans: bool | ColumnElement[bool] | None = None
 ) -> ColumnElement[bool]:
     """A WHERE clause on `Task`: the tasks `user_id` (with `weight`) may work on.
 
-    `user_id` and `weight` are values or bound parameters; with parameters, say whether
-    the weight is above 0 (`sees_orphans`), which decides the shape of the clause.
+    `user_id` and `weight` are values or SQL expressions; with expressions, say whether the
+    weight is above 0 (`sees_orphans`): as a bool it decides the shape of the clause, as an
+    SQL condition the database decides.
     """
     direct = exists().where(col(TaskUser.task_id) == col(Task.id), col(TaskUser.user_id) == user_id)
     shares = [col(Task.status) != TaskStatus.queued.value, col(Task.share_hash) < weight]
-    if sees_orphans if sees_orphans is not None else weight > 0:
-        # Beyond every member's share: visible to all members with weight > 0.
-        shares.append(col(Task.share_hash) >= group_share_max(col(TaskGroupLink.group_id)))
+    if sees_orphans is None:
+        sees_orphans = weight > 0
+    # Beyond every member's share: visible to all members with weight > 0.
+    beyond = col(Task.share_hash) >= group_share_max(col(TaskGroupLink.group_id))
+    if sees_orphans is True:
+        shares.append(beyond)
+    elif sees_orphans is not False:
+        shares.append(and_(sees_orphans, beyond))
     in_share = or_(*shares)
     via_group = exists().where(
         col(TaskGroupLink.task_id) == col(Task.id),

@@ -1,0 +1,161 @@
+"""Claim next on SQLite: the whole transaction in one call on the connection's thread.
+
+aiosqlite runs every statement on the connection's own thread, and each hands the result
+back through the event loop. SQLite has one writer, held from BEGIN IMMEDIATE to COMMIT,
+and the API's processes queue for it (sleeping in SQLite's busy handler): the claim's
+credential check, UPDATE ... RETURNING, snapshot, links and outbox insert therefore run as
+one function on that thread, so the write lock is held for the statements alone, never
+across a wait for the event loop.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from fastapi import Request
+from sqlalchemy import case, func, literal, select
+from sqlmodel import col
+
+from api.auth.credential import Credential, presented, still_holds
+from api.auth.service import AnySelect, invalid_login, revoked
+from api.deps import actor_of
+from api.errors import Forbidden
+from api.tasks.claim import (
+    CLAIMERS,
+    NOT_A_CLAIMER,
+    OUTBOX_INSERT,
+    TASK_COLUMNS,
+    Shape,
+    claim_returning,
+    locked_event,
+    task_from_row,
+)
+from api.tasks.read import LINKS, links_from, task_read_from
+from api.tasks.schemas import ClaimRequest, TaskRead
+from shared import precompiled
+from shared.models import RolePermission, User, UserRole, UTCDateTime, utcnow
+from shared.status import TaskStatus
+from shared.taskevents import SNAPSHOT, lease_until, snapshot_from, snapshot_params
+
+_DATETIME_COLUMNS = frozenset(
+    i for i, c in enumerate(TASK_COLUMNS) if isinstance(c.type, UTCDateTime)
+)
+
+
+@lru_cache(maxsize=4)
+def _principal(credential_kind: str) -> AnySelect:
+    claimer = col(RolePermission.permission).in_([literal(p) for p in CLAIMERS])
+    may_claim = func.max(case((claimer, 1), else_=0))
+    return (
+        select(col(User.username), col(User.assignment_weight), may_claim)
+        .outerjoin(UserRole, col(UserRole.user_id) == col(User.id))
+        .outerjoin(RolePermission, col(RolePermission.role_id) == col(UserRole.role_id))
+        .where(still_holds(credential_kind))
+        .group_by(col(User.id))
+    )
+
+
+def _task_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(
+        datetime.fromisoformat(v) if i in _DATETIME_COLUMNS and v is not None else v
+        for i, v in enumerate(row)
+    )
+
+
+Outcome = tuple[str, Any]
+
+
+def _transaction(
+    conn: sqlite3.Connection, credential: Credential, shape: Shape, params: dict[str, Any]
+) -> Outcome:
+    """Runs on the connection's thread: ("gone" | "forbidden" | "empty" | "claimed", ...)."""
+
+    def fetch(statement: Any, **extra: Any) -> list[Any]:
+        sql, args = precompiled.arguments(statement, {**params, **extra}, "sqlite")
+        return conn.execute(sql, args).fetchall()
+
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        principal = fetch(_principal(credential.kind), **credential.params())
+        if not principal:
+            conn.execute("ROLLBACK")
+            return ("gone", None)
+        username, weight, may_claim = principal[0]
+        if not may_claim:
+            conn.execute("ROLLBACK")
+            return ("forbidden", None)
+        shape = Shape(
+            project=shape.project, application_name=shape.application_name, sees_orphans=weight > 0
+        )
+        rows = fetch(claim_returning(shape), weight=weight, **credential.params())
+        if not rows:
+            conn.execute("ROLLBACK")
+            return ("empty", None)
+        task = task_from_row(_task_row(rows[0]), precompiled.utc)
+        snapshot = snapshot_from(
+            task, fetch(SNAPSHOT, **snapshot_params(task)), TaskStatus.queued.value
+        )
+        links = links_from(fetch(LINKS, t=task.id))
+        fetch(OUTBOX_INSERT, **locked_event(username, task, snapshot))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return ("claimed", (task, links))
+
+
+async def claim(request: Request, data: ClaimRequest) -> TaskRead | None:
+    state = request.app.state
+    settings = state.settings
+    authorization = request.headers.get("authorization")
+    credential = presented(settings, state.secret_key, state.credential_cache, authorization)
+    shape = Shape(
+        project=data.project is not None, application_name=data.application_name is not None
+    )
+    params: dict[str, Any] = {
+        "expires": lease_until(settings.lock_ttl_seconds),
+        "now": utcnow(),
+        "p_project": data.project,
+        "p_application_name": data.application_name,
+    }
+    async with state.engine.connect() as connection:
+        aio = (await connection.get_raw_connection()).driver_connection
+        assert aio is not None
+        run: Callable[..., Any] = aio._execute  # runs a function on the connection's thread
+        outcome: Outcome = ("gone", None)
+        for _ in range(2):
+            if credential is None:
+
+                async def fetch(statement: AnySelect, **values: Any) -> list[Any]:
+                    sql, args = precompiled.arguments(statement, values, "sqlite")
+                    return list(await run(_fetch_all, aio._conn, sql, args))
+
+                await actor_of(request, fetch)
+                credential = presented(
+                    settings, state.secret_key, state.credential_cache, authorization
+                )
+                if credential is None:
+                    break
+            outcome = await run(_transaction, aio._conn, credential, shape, params)
+            if outcome[0] != "gone":
+                break
+            credential = None
+    kind, value = outcome
+    if kind == "gone":
+        bearer = credential is not None and credential.kind == "token"
+        raise revoked(settings) if bearer else invalid_login(settings)
+    if kind == "forbidden":
+        raise Forbidden(NOT_A_CLAIMER)
+    if kind == "empty":
+        return None
+    task, links = value
+    return task_read_from(task, links)
+
+
+def _fetch_all(conn: sqlite3.Connection, sql: str, args: list[Any]) -> list[Any]:
+    return conn.execute(sql, args).fetchall()
