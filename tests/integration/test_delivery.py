@@ -235,3 +235,22 @@ async def test_two_workers_share_the_work_and_send_each_callback_once(
     paths = [request.path for request in receiver.received]
     assert len(paths) == 300
     assert len(set(paths)) == 300
+
+
+async def test_a_claim_reaches_webhooks_like_any_other_change(
+    admin: httpx.AsyncClient, receiver: Receiver, delivering: Worker
+) -> None:
+    r = await admin.post(
+        "/api/v1/webhooks", json={"url": receiver.url("/ok/locks"), "events": ["task.locked"]}
+    )
+    assert r.status_code == 201, r.text
+    await make_template(admin)
+    task = await _task(admin)
+    claimed = await admin.post("/api/v1/tasks/claim")
+    assert claimed.status_code == 200, claimed.text
+    await receiver.wait_for(lambda: len(receiver.to("/ok/locks")) == 1)
+    envelope = json.loads(receiver.to("/ok/locks")[0].body)
+    assert envelope["type"] == "task.locked"
+    assert envelope["task"]["id"] == task["id"]
+    assert envelope["task"]["lock_holder"] == "admin"
+    assert envelope["task"]["previous_status"] == "queued"
