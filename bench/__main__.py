@@ -32,6 +32,7 @@ from bench.load import LoadTool, Watched, find_load_tool, run_load
 from bench.report import Results, caveats, http_line, loop_line, say, summary_table
 
 BACKENDS = ("postgresql", "mariadb", "sqlite")
+AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 # Claims per second no run here comes near; the queue is topped up to this rate times the
 # duration before every measurement, so it cannot run dry (a 204 count would show it did).
 PG_RATE_CEILING = 12_000
@@ -131,7 +132,10 @@ class Bench:
     ) -> server.Reader:
         credentials = server.new_credentials()
         workers = self.workers_for(db.backend)
-        async with server.taskmanager(db.url, workers, self.tmp, credentials) as tm:
+        # PostgreSQL and MariaDB run as deployed, with a broker: `serve` only writes events
+        # and a worker elsewhere relays them. SQLite is the embedded start: it relays itself.
+        amqp = None if db.backend == "sqlite" else AMQP_URL
+        async with server.taskmanager(db.url, workers, self.tmp, credentials, amqp) as tm:
             reader = await server.create_reader(tm, credentials)
             for auth, connections in runs:
                 await self.top_up(db, reader, seconds)

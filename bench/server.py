@@ -147,9 +147,18 @@ def new_credentials() -> Credentials:
 
 @asynccontextmanager
 async def taskmanager(
-    database_url: str, workers: int, workdir: Path, credentials: Credentials
+    database_url: str,
+    workers: int,
+    workdir: Path,
+    credentials: Credentials,
+    amqp_url: str | None = None,
 ) -> AsyncIterator[Server]:
-    """`taskmanager serve` on a free port, ready when /-/ready answers 200."""
+    """`taskmanager serve` on a free port, ready when /-/ready answers 200.
+
+    With `amqp_url` it runs as deployed with a broker: it writes events to the outbox and
+    leaves relaying and delivery to `taskmanager worker` (not started here). Without, it is
+    the embedded mode and delivers its events itself.
+    """
     env = {
         **_clean_environ(),
         "TASKMAN_DATABASE_URL": database_url,
@@ -158,6 +167,8 @@ async def taskmanager(
         "TASKMAN_LOG_LEVEL": "WARNING",
         "TASKMAN_DATA_DIR": str(workdir / "data"),
     }
+    if amqp_url:
+        env["TASKMAN_AMQP_URL"] = amqp_url
     command = [str(BIN / "taskmanager"), "serve", "--host", "127.0.0.1", "--workers", str(workers)]
     async with _running("taskmanager", command, env, workdir, ("/-/ready", 200)) as server:
         yield server

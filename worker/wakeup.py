@@ -22,7 +22,13 @@ class Wakeup:
     listening connection was down, and databases without LISTEN.
     """
 
-    def __init__(self, url: str, poll_seconds: float, listen_poll_seconds: float = 2.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        poll_seconds: float,
+        listen_poll_seconds: float = 2.0,
+        gather_seconds: float = 0.02,
+    ) -> None:
         parsed = make_url(url)
         self._dsn = (
             parsed.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -30,6 +36,7 @@ class Wakeup:
             else None
         )
         self._poll = poll_seconds
+        self._gather = gather_seconds
         self._listen_poll = listen_poll_seconds
         self._event = asyncio.Event()
         self._connection: Any = None
@@ -58,6 +65,8 @@ class Wakeup:
         timeout = self._listen_poll if self.listening else self._poll
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event.wait(), timeout)
+            # Under load every commit notifies: gather a few before taking the next batch.
+            await asyncio.sleep(self._gather)
         self._event.clear()
 
     async def close(self) -> None:
