@@ -62,7 +62,7 @@ def worker() -> None:
 
     settings = get_settings()
     _logging(settings.log_level)
-    asyncio.run(run_worker(settings))
+    raise typer.Exit(asyncio.run(run_worker(settings)))
 
 
 @db_app.command("upgrade")

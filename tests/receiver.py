@@ -29,6 +29,7 @@ class Received:
 @dataclass
 class Receiver:
     """Records every request. `/ok/...` answers 200; `/slow/MS/...` 200 after MS ms;
+    `/redirect/...` 302 to /ok/login; `/binary/...` 200 with NUL bytes in 3 kB of text;
     `/flaky/N/...` 503 for its first N requests, then 200; `/status/CODE/...` answers CODE
     until `fixed` lists the path."""
 
@@ -56,6 +57,10 @@ class Receiver:
             return PlainTextResponse("not yet", status_code=503)
         if parts[0] == "slow":
             await asyncio.sleep(int(parts[1]) / 1000)
+        if parts[0] == "redirect":
+            return PlainTextResponse("", status_code=302, headers={"location": "/ok/login"})
+        if parts[0] == "binary":
+            return PlainTextResponse("a\x00b" * 1000)
         if parts[0] == "status" and path not in self.fixed:
             return PlainTextResponse("no such thing here", status_code=int(parts[1]))
         return PlainTextResponse("ok")

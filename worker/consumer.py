@@ -68,6 +68,13 @@ class Consumer:
                 batch.append(self._messages.get_nowait())
             try:
                 await self._process(batch)
+            except Exception:
+                # Never let the loop end: the batch goes back to the queue.
+                log.exception("handling %d events failed; requeued", len(batch))
+                for message in batch:
+                    with contextlib.suppress(Exception):
+                        await message.nack(requeue=True)
+                await asyncio.sleep(1.0)
             finally:
                 if self._messages.empty():
                     self._idle.set()

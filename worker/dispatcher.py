@@ -8,6 +8,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -51,6 +52,7 @@ class Dispatcher:
         self._slots = asyncio.Semaphore(self.options.concurrency)
         self._inflight: dict[asyncio.Task[None], store.Claimed] = {}
         self._sending: set[int] = set()
+        self._orphans: list[store.Claimed] = []
         self._done: list[store.Finished] = []
         self._have_done = asyncio.Event()
         self._wake = asyncio.Event()
@@ -66,11 +68,15 @@ class Dispatcher:
         self._wake.set()
 
     async def wait_for_room(self) -> None:
-        """Back pressure for the consumer: hold new work while four rounds are waiting."""
+        """Back pressure for the consumer: hold new work while two rounds are waiting."""
         async with self._room:
-            await self._room.wait_for(lambda: self.inflight < 4 * self.options.concurrency)
+            await self._room.wait_for(lambda: self.inflight < 2 * self.options.concurrency)
 
     def submit(self, deliveries: Sequence[store.Claimed]) -> None:
+        if self._stopping:
+            # Taken while shutting down: handed back by drain().
+            self._orphans.extend(deliveries)
+            return
         for delivery in deliveries:
             task = asyncio.create_task(self._deliver(delivery), name=f"delivery-{delivery.id}")
             self._inflight[task] = delivery
@@ -118,6 +124,12 @@ class Dispatcher:
         async with self._slots:
             if self._stopping:
                 return  # never started: handed back by drain()
+            half = timedelta(seconds=self.options.claim_seconds / 2)
+            if delivery.claimed_until - utcnow() < half:
+                # Waited for a slot through half its claim: it could run out mid-send and
+                # another worker take it. Left to whoever claims it next (maybe this one).
+                log.warning("delivery %s waited out its claim; it is taken again", delivery.id)
+                return
             self._sending.add(delivery.id)
             attempted_at = utcnow()
             try:
@@ -154,11 +166,14 @@ class Dispatcher:
         self._have_done.set()
 
     async def _write_loop(self) -> None:
+        """Writes results in batches; once stopping, writes what is left and ends."""
         while True:
             await self._have_done.wait()
-            if len(self._done) < self.options.flush_batch:
+            if len(self._done) < self.options.flush_batch and not self._stopping:
                 await asyncio.sleep(self.options.flush_seconds)
             await self._flush()
+            if self._stopping:
+                return
 
     async def _flush(self) -> None:
         while self._done:
@@ -168,12 +183,23 @@ class Dispatcher:
                 async with self.engine.begin() as connection:
                     await store.finish(connection, batch)
             except Exception:
-                log.exception("recording %d delivery results failed; trying again", len(batch))
-                self._done = batch + self._done
-                self._have_done.set()
-                await asyncio.sleep(1.0)
-                if self._stopping:
-                    return
+                log.exception("recording %d delivery results failed; one by one now", len(batch))
+                await self._flush_one_by_one(batch)
+
+    async def _flush_one_by_one(self, batch: list[store.Finished]) -> None:
+        """A result the database refuses must not hold back the others: each is tried on
+        its own; one that still fails is dropped (its claim runs out and it is sent again)."""
+        for finished in batch:
+            for attempt in range(3):
+                try:
+                    async with self.engine.begin() as connection:
+                        await store.finish(connection, [finished])
+                    break
+                except Exception:
+                    log.exception("recording delivery %s failed", finished.delivery.id)
+                    if self._stopping or attempt == 2:
+                        break
+                    await asyncio.sleep(1.0)
 
     async def drain(self, grace_seconds: float) -> None:
         """Stop taking work, let what is in flight finish within the grace period, record it.
@@ -195,10 +221,14 @@ class Dispatcher:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
         if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+            # Not cancelled: a batch of results it holds must reach the database.
+            self._have_done.set()
+            try:
+                await asyncio.wait_for(self._writer, timeout=max(5.0, grace_seconds))
+            except TimeoutError:
+                log.error("recording the last delivery results timed out")
         await self._flush()
+        unfinished += self._orphans
         if unfinished:
             with contextlib.suppress(Exception):
                 async with self.engine.begin() as connection:

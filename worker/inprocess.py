@@ -40,14 +40,13 @@ class InProcessRelay:
         while True:
             try:
                 count = await self.relay_batch()
+                if count < self.batch:
+                    await self.wakeup.wait()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("turning events into deliveries failed; retrying")
                 await asyncio.sleep(1.0)
-                continue
-            if count < self.batch:
-                await self.wakeup.wait()
 
     async def relay_batch(self) -> int:
         await self.dispatcher.wait_for_room()

@@ -26,8 +26,9 @@ class OutboxRow:
 async def take(connection: AsyncConnection, limit: int) -> list[OutboxRow]:
     """The oldest unpublished rows, locked until the caller's transaction ends.
 
-    `SKIP LOCKED` on PostgreSQL and MariaDB lets another relay take the next rows meanwhile;
-    SQLite's writer lock (BEGIN IMMEDIATE) serializes relays instead.
+    Relays take turns (no SKIP LOCKED): a second relay waits on the rows the first holds
+    and then finds them published, so a task's events are published in order even with
+    several relays. SQLite's writer lock (BEGIN IMMEDIATE) serializes them the same way.
     """
     query = (
         select(_TABLE.c.id, _TABLE.c.event_id, _TABLE.c.type, _TABLE.c.payload)
@@ -36,7 +37,7 @@ async def take(connection: AsyncConnection, limit: int) -> list[OutboxRow]:
         .limit(limit)
     )
     if connection.dialect.name != "sqlite":
-        query = query.with_for_update(skip_locked=True)
+        query = query.with_for_update()
     rows = (await connection.execute(query)).all()
     return [OutboxRow(*row) for row in rows]
 

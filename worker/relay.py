@@ -43,13 +43,17 @@ class Relay:
         while True:
             try:
                 if exchange is None:
-                    channel = await self.connection.channel(publisher_confirms=True)
+                    channel = await self.connection.channel(
+                        publisher_confirms=True, on_return_raises=True
+                    )
                     # The worker's queue too: events published before any worker started
                     # are kept for it.
                     await declare_delivery_queue(channel)
                     exchange = await declare_exchange(channel)
                 count = await self.publish_batch(exchange)
                 failures = 0
+                if count < self.batch:
+                    await self.wakeup.wait()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -57,9 +61,6 @@ class Relay:
                 delay = min(10.0, 0.2 * 2**failures)
                 log.warning("publishing events failed (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
-                continue
-            if count < self.batch:
-                await self.wakeup.wait()
 
     async def publish_batch(self, exchange: AbstractExchange) -> int:
         async with self.engine.begin() as connection:

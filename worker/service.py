@@ -67,6 +67,8 @@ class Worker:
         self.connection: Any = None
         self.consumer: Consumer | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # Set when a part that should run forever ended with an error.
+        self.failed = asyncio.Event()
         self._dispatching: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -96,9 +98,19 @@ class Worker:
         if self.sweep:
             self._tasks.append(asyncio.create_task(self._sweep(), name="lease-sweeper"))
         self._tasks.append(asyncio.create_task(self._purge(), name="outbox-purge"))
+        for task in [*self._tasks, self._dispatching]:
+            self._watch(task)
         log.info(
             "delivering events %s", "through RabbitMQ" if self.broker else "in-process (no broker)"
         )
+
+    def _watch(self, task: asyncio.Task[None]) -> None:
+        def ended(done: asyncio.Task[None]) -> None:
+            if not done.cancelled() and done.exception() is not None:
+                log.error("%s failed", done.get_name(), exc_info=done.exception())
+                self.failed.set()
+
+        task.add_done_callback(ended)
 
     async def _sweep(self) -> None:
         sessions = session_factory(self.engine)
@@ -157,19 +169,34 @@ async def _connect(url: str) -> Any:
             delay = min(delay * 2, 10.0)
 
 
-async def run_worker(settings: Settings) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+async def run_worker(settings: Settings) -> int:
+    """Run until SIGTERM or SIGINT, then shut down gracefully; 1 when a part of it failed."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     worker = Worker(settings)
-    await worker.start()
+    starting = asyncio.create_task(worker.start())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():  # stopped while still waiting for the broker
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await worker.stop()
+        return 0
+    starting.result()
+    failed = asyncio.create_task(worker.failed.wait())
     try:
-        await stop.wait()
+        await asyncio.wait({stopping, failed}, return_when=asyncio.FIRST_COMPLETED)
+        if failed.done():
+            log.error("a part of the worker stopped unexpectedly; exiting to be restarted")
+            return 1
         log.info(
             "stopping: finishing deliveries in flight (at most %.0f s)",
             settings.shutdown_grace_seconds,
         )
+        return 0
     finally:
+        stopping.cancel()
+        failed.cancel()
         await worker.stop()

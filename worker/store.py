@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.delivery.plan import Subscription, plan
 from shared.delivery.policy import Decision, Outcome, RetryPolicy
-from shared.delivery.sender import Request, Result
+from shared.delivery.sender import ERROR_KEEP, RESPONSE_KEEP, Request, Result, clean
 from shared.models import Delivery, DeliveryAttempt, Task, TaskGroup, Webhook, utcnow
 
 log = logging.getLogger("taskmanager.deliveries")
@@ -44,6 +44,7 @@ _COLUMNS = (
     _D.c.attempts,
     _D.c.deadline_at,
     _D.c.claimed_by,
+    _D.c.claimed_until,
 )
 
 
@@ -62,6 +63,7 @@ class Claimed:
     attempts: int
     deadline_at: datetime
     claimed_by: str
+    claimed_until: datetime
 
     def request(self, secret: str | None) -> Request:
         return Request(
@@ -73,6 +75,10 @@ class Claimed:
             body=self.body,
             secret=secret,
         )
+
+
+def _claimed(row: Any) -> Claimed:
+    return Claimed(*row)
 
 
 @dataclass(frozen=True)
@@ -165,7 +171,12 @@ async def create(
             envelope = json.loads(payload)
             if not isinstance(envelope, dict) or not envelope.keys() >= REQUIRED:
                 raise ValueError("not an event envelope")
-        except ValueError:
+            datetime.fromisoformat(envelope["occurred_at"])
+            for kind in ("task", "taskgroup"):
+                subject = envelope.get(kind)
+                if subject is not None and not isinstance(subject.get("id"), int):
+                    raise ValueError(f"no {kind} id")
+        except (ValueError, TypeError, AttributeError):
             log.error("dropping a malformed event: %.200s", payload)
             continue
         envelopes.append((envelope, payload))
@@ -188,8 +199,13 @@ async def create(
     for envelope, payload in envelopes:
         kind = "task" if "task" in envelope else "taskgroup"
         subject_id = (envelope.get(kind) or {}).get("id")
-        content = contents.get((kind, int(subject_id))) if subject_id is not None else None
-        rows.extend(row | claim for row in plan(envelope, payload, webhooks.subscriptions, content))
+        content = contents.get((kind, subject_id)) if subject_id is not None else None
+        try:
+            planned = plan(envelope, payload, webhooks.subscriptions, content)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            log.error("dropping an event that cannot be planned: %.200s", payload)
+            continue
+        rows.extend(row | claim for row in planned)
     if not rows:
         return []
     await connection.execute(_insert_ignoring_duplicates(connection.dialect.name), rows)
@@ -198,7 +214,7 @@ async def create(
             _D.c.event_id.in_({row["event_id"] for row in rows}), _D.c.claimed_by == owner
         )
     )
-    return [Claimed(*row) for row in made]
+    return [_claimed(row) for row in made]
 
 
 async def claim_due(
@@ -226,7 +242,7 @@ async def claim_due(
     rows = await connection.execute(
         select(*_COLUMNS).where(_D.c.id.in_(ids), _D.c.claimed_by == owner)
     )
-    return [Claimed(*row) for row in rows]
+    return [_claimed(row) for row in rows]
 
 
 _FINISH = (
@@ -259,8 +275,8 @@ async def finish(connection: AsyncConnection, finished: Sequence[Finished]) -> N
                 "attempted_at": f.attempted_at,
                 "duration_ms": round(f.result.duration_ms, 3),
                 "status_code": f.result.status_code,
-                "error": f.result.error,
-                "response": f.result.response,
+                "error": clean(f.result.error, ERROR_KEEP) if f.result.error else None,
+                "response": clean(f.result.response, RESPONSE_KEEP) if f.result.response else None,
             }
             for f in finished
         ],
@@ -275,7 +291,7 @@ async def finish(connection: AsyncConnection, finished: Sequence[Finished]) -> N
                 "d_status": "pending" if outcome is Outcome.retry else outcome.value,
                 "d_next": f.decision.next_attempt_at,
                 "d_code": f.result.status_code,
-                "d_error": (f.decision.reason or f.result.error or None)
+                "d_error": clean(f.decision.reason or f.result.error or "", ERROR_KEEP) or None
                 if outcome is not Outcome.delivered
                 else None,
                 "d_delivered": now if outcome is Outcome.delivered else None,

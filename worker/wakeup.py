@@ -56,7 +56,7 @@ class Wakeup:
         try:
             self._connection = await asyncpg.connect(self._dsn)
             await self._connection.add_listener(CHANNEL, lambda *_: self._event.set())
-        except (OSError, asyncpg.PostgresError) as exc:
+        except Exception as exc:
             log.warning("cannot LISTEN for outbox rows (%s); polling meanwhile", exc)
             self._connection = None
 

@@ -22,19 +22,22 @@ class Subscription:
 
 
 def topic_matches(pattern: str, routing_key: str) -> bool:
-    """Does an AMQP topic pattern match a routing key (as RabbitMQ decides)?"""
-    return _match(pattern.split("."), routing_key.split("."))
+    """Does an AMQP topic pattern match a routing key (as RabbitMQ decides)?
 
-
-def _match(pattern: list[str], words: list[str]) -> bool:
-    if not pattern:
-        return not words
-    head, rest = pattern[0], pattern[1:]
-    if head == "#":
-        return any(_match(rest, words[skip:]) for skip in range(len(words) + 1))
-    if not words:
-        return False
-    return (head == "*" or head == words[0]) and _match(rest, words[1:])
+    Dynamic programming over (pattern word, key word): linear in their product, whatever
+    the pattern (a backtracking matcher takes exponential time on `#.#.#...`)."""
+    words = routing_key.split(".")
+    # reachable[j]: the pattern read so far can match the first j words of the key.
+    reachable = [True] + [False] * len(words)
+    for part in pattern.split("."):
+        if part == "#":
+            for j in range(1, len(words) + 1):
+                reachable[j] = reachable[j] or reachable[j - 1]
+        else:
+            reachable = [False] + [
+                reachable[j] and (part == "*" or part == words[j]) for j in range(len(words))
+            ]
+    return reachable[len(words)]
 
 
 def _not_json(constant: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import netrc
 import time
@@ -70,6 +71,7 @@ class Sender:
         **client: Any,
     ) -> None:
         self.credentials = credentials or Credentials(None)
+        self.timeout = timeout
         # httpcore's pool checks every connection it holds for every request, so one pool of
         # many connections costs more per request the more it holds (half the worker's CPU
         # at 32). The connections are split over small pools taken in turn instead.
@@ -78,7 +80,10 @@ class Sender:
         self.clients = [
             httpx.AsyncClient(
                 timeout=timeout,
-                follow_redirects=True,
+                # Not followed: httpx would repeat a PUT or POST after a 301/302/303 as a GET
+                # without its body (XNAT answers an expired login with a redirect), and a 2xx
+                # to that GET is no delivery. A 3xx is a failure the delivery records.
+                follow_redirects=False,
                 headers={"user-agent": f"TaskManager/{__version__}"},
                 limits=httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool),
                 **client,
@@ -98,31 +103,44 @@ class Sender:
             timestamp = int(time.time())
             headers["webhook-timestamp"] = str(timestamp)
             headers["webhook-signature"] = sign(request.secret, request.event_id, timestamp, body)
+        # Credentials are for the systems that asked for a callback (XNAT, the Syncotron),
+        # never for webhook subscribers.
+        auth = self.credentials.for_url(request.url) if request.secret is None else None
         started = time.perf_counter()
+
+        def failed(exc: BaseException, permanent: bool = False) -> Result:
+            return Result(
+                status_code=None,
+                duration_ms=(time.perf_counter() - started) * 1000,
+                error=clean(f"{type(exc).__name__}: {exc}", ERROR_KEEP),
+                permanent=permanent,
+            )
+
         try:
-            response = await next(self._next).request(
-                request.method,
-                request.url,
-                content=body,
-                headers=headers,
-                auth=self.credentials.for_url(request.url),
-            )
+            # The whole exchange is bounded, also against a receiver that trickles bytes;
+            # of the answer only the first KiB is read.
+            async with asyncio.timeout(self.timeout + 5):
+                client = next(self._next)
+                async with client.stream(
+                    request.method, request.url, content=body, headers=headers, auth=auth
+                ) as response:
+                    kept = b""
+                    async for chunk in response.aiter_bytes():
+                        kept += chunk
+                        if len(kept) >= RESPONSE_KEEP:
+                            break
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-            return Result(
-                status_code=None,
-                duration_ms=(time.perf_counter() - started) * 1000,
-                error=f"{type(exc).__name__}: {exc}"[:ERROR_KEEP],
-                permanent=True,
-            )
-        except httpx.HTTPError as exc:
-            return Result(
-                status_code=None,
-                duration_ms=(time.perf_counter() - started) * 1000,
-                error=f"{type(exc).__name__}: {exc}"[:ERROR_KEEP],
-            )
+            return failed(exc, permanent=True)
+        except (httpx.HTTPError, TimeoutError) as exc:
+            return failed(exc)
         return Result(
             status_code=response.status_code,
             duration_ms=(time.perf_counter() - started) * 1000,
-            response=response.text[:RESPONSE_KEEP],
+            response=clean(kept[:RESPONSE_KEEP].decode("utf-8", errors="replace"), RESPONSE_KEEP),
             retry_after=response.headers.get("retry-after"),
         )
+
+
+def clean(text: str, limit: int) -> str:
+    """Text a database column takes: no NUL (PostgreSQL refuses it), at most `limit` long."""
+    return text.replace("\x00", "")[:limit]

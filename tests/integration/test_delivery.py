@@ -254,3 +254,25 @@ async def test_a_claim_reaches_webhooks_like_any_other_change(
     assert envelope["task"]["id"] == task["id"]
     assert envelope["task"]["lock_holder"] == "admin"
     assert envelope["task"]["previous_status"] == "queued"
+
+
+async def test_a_redirect_is_not_followed_and_a_binary_answer_is_recorded(
+    admin: httpx.AsyncClient, receiver: Receiver, delivering: Worker
+) -> None:
+    """A 302 (XNAT's answer to an expired login) is no delivery: httpx would repeat the PUT
+    as a GET without its body. An answer with NUL bytes is recorded, truncated, without them."""
+    await make_template(admin)
+    redirected = await _task(
+        admin, callback_url=receiver.url("/redirect/cb"), callback_content="{}"
+    )
+    binary = await _task(admin, callback_url=receiver.url("/binary/cb"), callback_content="{}")
+    await _done(admin, redirected)
+    await _done(admin, binary)
+    failed = await _delivery(admin, redirected["id"], "failed")
+    assert failed["last_status_code"] == 302
+    assert receiver.to("/ok/login") == []
+    delivered = await _delivery(admin, binary["id"], "delivered")
+    [attempt] = delivered["attempts_log"]
+    assert attempt["response"].startswith("ab" + "ab")
+    assert "\x00" not in attempt["response"]
+    assert len(attempt["response"]) <= 1024

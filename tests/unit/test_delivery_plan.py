@@ -335,3 +335,14 @@ def test_nan_and_infinity_are_not_json() -> None:
 
     assert callback_body("NaN") == ("NaN", TEXT_TYPE)
     assert callback_body('{"x": Infinity}') == ('{"x": Infinity}', TEXT_TYPE)
+
+
+def test_a_pattern_of_many_hashes_is_matched_in_linear_time() -> None:
+    import time
+
+    from shared.delivery.plan import topic_matches
+
+    started = time.perf_counter()
+    assert not topic_matches(".".join(["#"] * 120 + ["x"]), "task.status.done")
+    assert topic_matches(".".join(["#"] * 120 + ["done"]), "task.status.done")
+    assert time.perf_counter() - started < 1.0
