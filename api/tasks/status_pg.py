@@ -1,0 +1,253 @@
+"""Ending a task (`PUT /tasks/{id}` `{"status": "done"}`) on PostgreSQL in two round trips.
+
+The first statement checks the caller's credential against its user row (as the claim does,
+api/auth/credential.py), and reads the caller's permissions, the task, whether the caller
+reaches it, and what the event and TaskGet need (template label, tag names, links). The
+decision is the generic path's (api/tasks/transitions.py `set_status`), made in Python on
+that row. The second statement is the generic path's compare-and-set on `event_sequence`
+with the outbox insert in the same statement, so the event is written with the change or
+not at all.
+
+Only the common case is handled here: an end state or a reopen, or the status the task
+already has, by a caller allowed to make it, on a task with no task group and no expired
+lease. Anything else (an error to report, a lock or unlock, a lost compare-and-set, a
+credential the statement does not accept) returns None, and the generic path decides and
+answers, with its messages.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from types import SimpleNamespace
+from typing import Any, cast
+
+from fastapi import Request
+from sqlalchemy import (
+    Select,
+    Text,
+    bindparam,
+    func,
+    insert,
+    null,
+    select,
+    update,
+)
+from sqlmodel import col
+
+from api.auth.credential import Credential, still_holds
+from api.auth.service import Actor
+from api.tasks.claim import EVENT_COLUMNS, TASK_COLUMNS, task_from_row
+from api.tasks.claim_pg import raw_pool
+from api.tasks.read import task_read_from
+from api.tasks.schemas import TaskRead
+from api.tasks.transitions import STATUS_ALL
+from api.tasks.visibility import reachable_by
+from shared import precompiled
+from shared.events.outbox import event_values
+from shared.models import (
+    GroupMember,
+    OutboxEvent,
+    RolePermission,
+    Tag,
+    Task,
+    TaskGroupLink,
+    TaskTag,
+    TaskTemplate,
+    TaskUser,
+    User,
+    UserRole,
+    utcnow,
+)
+from shared.status import TaskStatus, Transition, classify
+from shared.taskevents import lease_expired, snapshot_of
+
+READ_ALL = ("task_read_all",)
+_STATUSES = frozenset(s.value for s in TaskStatus)
+
+
+@lru_cache(maxsize=4)
+def read_statement(credential_kind: str) -> Select[Any]:
+    """The caller (none when its credential no longer holds) and the task (NULLs if none)."""
+    principal = (
+        select(
+            col(User.username).label("username"),
+            func.array_agg(col(RolePermission.permission)).label("permissions"),
+        )
+        .outerjoin(UserRole, col(UserRole.user_id) == col(User.id))
+        .outerjoin(RolePermission, col(RolePermission.role_id) == col(UserRole.role_id))
+        .where(still_holds(credential_kind))
+        .group_by(col(User.id))
+        .cte("principal")
+    )
+    task_id = col(Task.id)
+
+    def ids(column: Any, *where: Any) -> Any:
+        return select(func.array_agg(column)).where(*where).scalar_subquery()
+
+    tag_names = (
+        select(col(Tag.name))
+        .join(TaskTag, col(TaskTag.tag_id) == col(Tag.id))
+        .where(col(TaskTag.task_id) == task_id)
+    )
+    return select(
+        principal.c.username,
+        principal.c.permissions,
+        *TASK_COLUMNS,
+        reachable_by(bindparam("uid")).label("reachable"),
+        select(col(TaskTemplate.label))
+        .where(col(TaskTemplate.id) == col(Task.template_id))
+        .scalar_subquery(),
+        func.array(tag_names.scalar_subquery()),
+        ids(col(TaskTag.tag_id), col(TaskTag.task_id) == task_id),
+        ids(col(TaskUser.user_id), col(TaskUser.task_id) == task_id),
+        ids(col(TaskGroupLink.group_id), col(TaskGroupLink.task_id) == task_id),
+        select(func.array_agg(func.distinct(col(GroupMember.user_id))))
+        .join(TaskGroupLink, col(TaskGroupLink.group_id) == col(GroupMember.group_id))
+        .where(col(TaskGroupLink.task_id) == task_id)
+        .scalar_subquery(),
+    ).select_from(principal.outerjoin(Task, task_id == bindparam("task_id")))
+
+
+def _write_statement() -> Select[Any]:
+    """The compare-and-set of `compare_and_set` and the event's outbox row, in one statement:
+    one row when the task changed, none when another request changed it first."""
+    changed = (
+        update(Task)
+        .where(col(Task.id) == bindparam("task_id"), col(Task.event_sequence) == bindparam("seq"))
+        .values(
+            status=bindparam("status", type_=Text),
+            lock_holder_id=null(),
+            lock_expires_at=null(),
+            update_time=bindparam("now", type_=Task.__table__.c.update_time.type),  # type: ignore[attr-defined]
+            event_sequence=col(Task.event_sequence) + 1,
+        )
+        .returning(col(Task.id))
+        .cte("changed")
+    )
+    columns = OutboxEvent.__table__.c  # type: ignore[attr-defined]
+    event = insert(OutboxEvent).from_select(
+        list(EVENT_COLUMNS),
+        select(*(bindparam(f"v_{n}", type_=columns[n].type) for n in EVENT_COLUMNS)).select_from(
+            changed
+        ),
+    )
+    return select(changed.c.id).add_cte(event.cte("event"))
+
+
+WRITE = _write_statement()
+
+
+def _actor(credential: Credential, username: str, permissions: list[str | None]) -> Actor:
+    return Actor(
+        id=credential.user_id,
+        username=username,
+        permissions=frozenset(p for p in permissions if p is not None),
+    )
+
+
+def simple_status(body: Any, if_match: str | None) -> tuple[TaskStatus, int | None] | None:
+    """The status (and lock_version) of a body that sets nothing else, else None."""
+    if if_match is not None or not isinstance(body, dict) or "status" not in body:
+        return None
+    if not set(body) <= {"status", "lock_version"}:
+        return None
+    status, version = body["status"], body.get("lock_version")
+    if not isinstance(status, str) or status not in _STATUSES:
+        return None
+    if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+        return None
+    return TaskStatus(status), version
+
+
+def _may_change(actor: Actor, task: Task, reachable: bool, target: TaskStatus) -> bool | None:
+    """True when the change goes through, False when it changes nothing, None when the
+    generic path must answer (an error, or a change this module does not make)."""
+    if not actor.can(*READ_ALL) and not (
+        actor.can("task_read", "task_update_status") and reachable
+    ):
+        return None  # 404
+    if lease_expired(task):
+        return None  # the generic path expires the lease first
+    current = TaskStatus(task.status)
+    kind = classify(current, target)
+    if kind == Transition.none:
+        return None if target == TaskStatus.locked and task.lock_holder_id != actor.id else False
+    if task.taskgroup_id is not None:
+        return None  # the group's status follows
+    if kind == Transition.end:
+        if current == TaskStatus.locked and task.lock_holder_id != actor.id:
+            return True if actor.can(*STATUS_ALL) else None
+        may_end = actor.can(*STATUS_ALL) or (actor.can("task_update_status") and reachable)
+        return True if may_end else None
+    if kind == Transition.reopen:
+        return True if actor.can("task_update_all") else None
+    return None  # a lock, an unlock, or a transition the table forbids
+
+
+async def set_status(
+    request: Request,
+    credential: Credential,
+    task_id: int,
+    target: TaskStatus,
+    lock_version: int | None,
+) -> TaskRead | None:
+    """The task after the change, or None when the generic path must handle the request."""
+    connection_pool = await raw_pool(request.app)
+    async with connection_pool.acquire() as raw:
+        rows = await precompiled.fetch(
+            raw, read_statement(credential.kind), task_id=task_id, **credential.params()
+        )
+        if not rows or rows[0][2] is None:
+            return None  # a credential to verify again, or no such task: 404
+        row = rows[0]
+        n = len(TASK_COLUMNS) + 2
+        actor = _actor(credential, row[0], row[1])
+        task = task_from_row(row[2:n], precompiled.utc)
+        reachable, label, tag_names, tag_ids, users, groups, via = row[n:]
+        if lock_version is not None and lock_version != task.lock_version:
+            return None  # 409, stale lock_version
+        change = _may_change(actor, task, bool(reachable), target)
+        if change is None:
+            return None
+        if change:
+            previous = task.status
+            now = utcnow()
+            after = cast(
+                Task,
+                SimpleNamespace(
+                    **{
+                        **vars(task),
+                        "status": target.value,
+                        "lock_holder_id": None,
+                        "lock_expires_at": None,
+                        "update_time": now,
+                        "event_sequence": task.event_sequence + 1,
+                    }
+                ),
+            )
+            event = event_values(
+                f"task.status.{target.value}",
+                actor=actor.username,
+                snapshot=snapshot_of(after, label, list(tag_names or []), None, previous),
+                task_id=task_id,
+                sequence=after.event_sequence,
+            )
+            written = await precompiled.fetch(
+                raw,
+                WRITE,
+                task_id=task_id,
+                seq=task.event_sequence,
+                status=target.value,
+                now=now,
+                **{f"v_{name}": event[name] for name in EVENT_COLUMNS},
+            )
+            if not written:
+                return None  # changed meanwhile: the generic path reads it again
+            task = after
+    links = {
+        "u": sorted(users or []),
+        "g": sorted(groups or []),
+        "v": sorted(via or []),
+        "t": sorted(tag_ids or []),
+    }
+    return task_read_from(task, links)
