@@ -1,4 +1,4 @@
-"""Ending a task (`PUT /tasks/{id}` `{"status": "done"}`) on PostgreSQL in two round trips.
+"""A status change (`PUT /tasks/{id}` `{"status": "done"}`) on PostgreSQL in two round trips.
 
 The first statement checks the caller's credential against its user row (as the claim does,
 api/auth/credential.py), and reads the caller's permissions, the task, whether the caller
@@ -8,9 +8,9 @@ that row. The second statement is the generic path's compare-and-set on `event_s
 with the outbox insert in the same statement, so the event is written with the change or
 not at all.
 
-Only the common case is handled here: an end state or a reopen, or the status the task
-already has, by a caller allowed to make it, on a task with no task group and no expired
-lease. Anything else (an error to report, a lock or unlock, a lost compare-and-set, a
+Only the common case is handled here: a lock, an unlock, an end state or a reopen, or the
+status the task already has, by a caller allowed to make it, on a task with no task group
+and no expired lease. Anything else (an error to report, a lost compare-and-set, a
 credential the statement does not accept) returns None, and the generic path decides and
 answers, with its messages.
 """
@@ -23,12 +23,12 @@ from typing import Any, cast
 
 from fastapi import Request
 from sqlalchemy import (
+    Integer,
     Select,
     Text,
     bindparam,
     func,
     insert,
-    null,
     select,
     update,
 )
@@ -40,7 +40,7 @@ from api.tasks.claim import EVENT_COLUMNS, TASK_COLUMNS, task_from_row
 from api.tasks.claim_pg import raw_pool
 from api.tasks.read import task_read_from
 from api.tasks.schemas import TaskRead
-from api.tasks.transitions import STATUS_ALL
+from api.tasks.transitions import LOCK_ALL, STATUS_ALL
 from api.tasks.visibility import reachable_by
 from shared import precompiled
 from shared.events.outbox import event_values
@@ -59,7 +59,7 @@ from shared.models import (
     utcnow,
 )
 from shared.status import TaskStatus, Transition, classify
-from shared.taskevents import lease_expired, snapshot_of
+from shared.taskevents import lease_expired, lease_until, snapshot_of
 
 READ_ALL = ("task_read_all",)
 _STATUSES = frozenset(s.value for s in TaskStatus)
@@ -111,14 +111,16 @@ def read_statement(credential_kind: str) -> Select[Any]:
 def _write_statement() -> Select[Any]:
     """The compare-and-set of `compare_and_set` and the event's outbox row, in one statement:
     one row when the task changed, none when another request changed it first."""
+    task_columns = Task.__table__.c  # type: ignore[attr-defined]
     changed = (
         update(Task)
         .where(col(Task.id) == bindparam("task_id"), col(Task.event_sequence) == bindparam("seq"))
         .values(
             status=bindparam("status", type_=Text),
-            lock_holder_id=null(),
-            lock_expires_at=null(),
-            update_time=bindparam("now", type_=Task.__table__.c.update_time.type),  # type: ignore[attr-defined]
+            lock_holder_id=bindparam("holder", type_=Integer),
+            lock_expires_at=bindparam("expires", type_=task_columns.lock_expires_at.type),
+            lock_version=bindparam("version", type_=Integer),
+            update_time=bindparam("now", type_=task_columns.update_time.type),
             event_sequence=col(Task.event_sequence) + 1,
         )
         .returning(col(Task.id))
@@ -159,9 +161,9 @@ def simple_status(body: Any, if_match: str | None) -> tuple[TaskStatus, int | No
     return TaskStatus(status), version
 
 
-def _may_change(actor: Actor, task: Task, reachable: bool, target: TaskStatus) -> bool | None:
-    """True when the change goes through, False when it changes nothing, None when the
-    generic path must answer (an error, or a change this module does not make)."""
+def _decide(actor: Actor, task: Task, reachable: bool, target: TaskStatus) -> Transition | None:
+    """The change to make (`Transition.none`: nothing changes), or None when the generic
+    path must answer: an error to report, or a change this module does not make."""
     if not actor.can(*READ_ALL) and not (
         actor.can("task_read", "task_update_status") and reachable
     ):
@@ -171,17 +173,45 @@ def _may_change(actor: Actor, task: Task, reachable: bool, target: TaskStatus) -
     current = TaskStatus(task.status)
     kind = classify(current, target)
     if kind == Transition.none:
-        return None if target == TaskStatus.locked and task.lock_holder_id != actor.id else False
+        locked_by_other = target == TaskStatus.locked and task.lock_holder_id != actor.id
+        return None if locked_by_other else kind
     if task.taskgroup_id is not None:
         return None  # the group's status follows
-    if kind == Transition.end:
+    allowed = False
+    if kind == Transition.lock:
+        allowed = actor.can("task_update_status", *STATUS_ALL, LOCK_ALL)
+    elif kind == Transition.unlock:
+        allowed = task.lock_holder_id == actor.id or actor.can(LOCK_ALL)
+    elif kind == Transition.end:
         if current == TaskStatus.locked and task.lock_holder_id != actor.id:
-            return True if actor.can(*STATUS_ALL) else None
-        may_end = actor.can(*STATUS_ALL) or (actor.can("task_update_status") and reachable)
-        return True if may_end else None
-    if kind == Transition.reopen:
-        return True if actor.can("task_update_all") else None
-    return None  # a lock, an unlock, or a transition the table forbids
+            allowed = actor.can(*STATUS_ALL)
+        else:
+            allowed = actor.can(*STATUS_ALL) or (actor.can("task_update_status") and reachable)
+    elif kind == Transition.reopen:
+        allowed = actor.can("task_update_all")
+    return kind if allowed else None
+
+
+def _changed(
+    task: Task, actor: Actor, kind: Transition, target: TaskStatus, ttl_seconds: int
+) -> tuple[Task, str, str | None]:
+    """The task after the change, the event it emits, and the holder the event names."""
+    values: dict[str, Any] = {
+        "status": target.value,
+        "lock_holder_id": None,
+        "lock_expires_at": None,
+        "update_time": utcnow(),
+        "event_sequence": task.event_sequence + 1,
+    }
+    event, holder = f"task.status.{target.value}", None
+    if kind == Transition.lock:
+        values["lock_holder_id"] = actor.id
+        values["lock_expires_at"] = lease_until(ttl_seconds)
+        values["lock_version"] = task.lock_version + 1
+        event, holder = "task.locked", actor.username
+    elif kind == Transition.unlock:
+        event = "task.unlocked"
+    return cast(Task, SimpleNamespace(**{**vars(task), **values})), event, holder
 
 
 async def set_status(
@@ -206,29 +236,16 @@ async def set_status(
         reachable, label, tag_names, tag_ids, users, groups, via = row[n:]
         if lock_version is not None and lock_version != task.lock_version:
             return None  # 409, stale lock_version
-        change = _may_change(actor, task, bool(reachable), target)
-        if change is None:
+        kind = _decide(actor, task, bool(reachable), target)
+        if kind is None:
             return None
-        if change:
-            previous = task.status
-            now = utcnow()
-            after = cast(
-                Task,
-                SimpleNamespace(
-                    **{
-                        **vars(task),
-                        "status": target.value,
-                        "lock_holder_id": None,
-                        "lock_expires_at": None,
-                        "update_time": now,
-                        "event_sequence": task.event_sequence + 1,
-                    }
-                ),
-            )
+        if kind != Transition.none:
+            ttl = request.app.state.settings.lock_ttl_seconds
+            after, event_type, holder = _changed(task, actor, kind, target, ttl)
             event = event_values(
-                f"task.status.{target.value}",
+                event_type,
                 actor=actor.username,
-                snapshot=snapshot_of(after, label, list(tag_names or []), None, previous),
+                snapshot=snapshot_of(after, label, list(tag_names or []), holder, task.status),
                 task_id=task_id,
                 sequence=after.event_sequence,
             )
@@ -237,8 +254,11 @@ async def set_status(
                 WRITE,
                 task_id=task_id,
                 seq=task.event_sequence,
-                status=target.value,
-                now=now,
+                status=after.status,
+                holder=after.lock_holder_id,
+                expires=after.lock_expires_at,
+                version=after.lock_version,
+                now=after.update_time,
                 **{f"v_{name}": event[name] for name in EVENT_COLUMNS},
             )
             if not written:

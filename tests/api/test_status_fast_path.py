@@ -8,6 +8,7 @@ take the generic path.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -198,7 +199,7 @@ async def test_ending_tasks_matches_the_generic_path(
     )
 
 
-async def test_fallbacks_match_the_generic_path(
+async def test_locks_and_fallbacks_match_the_generic_path(
     clean_app: FastAPI,
     monkeypatch: pytest.MonkeyPatch,
     backend: str,
@@ -218,10 +219,15 @@ async def test_fallbacks_match_the_generic_path(
         assert (await people["asmith"].put(f"/api/v1/tasks/{ids[3]}/lock")).status_code == 200
 
     steps: list[Step] = [
-        ("jdoe", "PUT", 0, _put({"status": "locked"})),  # lock through PUT
-        ("jdoe", "PUT", 0, _put({"status": "locked"})),  # already the caller's: served
-        ("asmith", "PUT", 0, _put({"status": "locked"})),  # someone else's: 409
-        ("jdoe", "PUT", 0, _put({"status": "queued"})),  # unlock through PUT
+        ("jdoe", "PUT", 0, _put({"status": "locked"})),  # 0: lock through PUT
+        ("jdoe", "PUT", 0, _put({"status": "locked"})),  # 1: already the caller's
+        ("asmith", "PUT", 0, _put({"status": "locked"})),  # 2: someone else's: 409
+        ("jdoe", "PUT", 0, _put({"status": "queued"})),  # 3: unlock through PUT
+        ("jdoe", "PUT", 0, _put({"status": "locked", "lock_version": 1})),  # 4: again
+        ("asmith", "PUT", 0, _put({"status": "queued"})),  # 5: someone else's: 403
+        ("coord", "PUT", 0, _put({"status": "queued"})),  # 6: task_update_lock_all may
+        ("coord", "PUT", 0, _put({"status": "locked"})),  # 7: the coordinator locks
+        # The rest goes to the generic path.
         ("admin", "PUT", 1, _put({"status": "done", "priority": 4})),  # other fields
         ("jdoe", "PUT", 2, _put({"status": "done"})),  # expired, not taken: accepted
         ("jdoe", "PUT", 3, _put({"status": "done"})),  # expired and taken: 409
@@ -232,7 +238,7 @@ async def test_fallbacks_match_the_generic_path(
         ("jdoe", "PUT", 4, _put({"status": "done", "colour": "blue"})),  # unknown field: 422
         ("jdoe", "PUT", 4, {"content": b'{"status": "done"}'}),  # not sent as JSON
     ]
-    await _compare(clean_app, monkeypatch, backend, people, make, steps, setup, [1])
+    await _compare(clean_app, monkeypatch, backend, people, make, steps, setup, [0, 1, 3, 4, 6, 7])
 
 
 async def test_a_task_group_is_completed_through_the_generic_path(
@@ -306,3 +312,25 @@ async def test_credentials_are_checked_before_the_body(
     assert unknown.status_code == 422
     assert unknown.json()["errors"][0]["loc"] == ["body", "colour"]
     assert (await reader.get(task["uri"])).json()["status"] == "queued"
+
+
+async def test_concurrent_changes_write_one_event(
+    clean_app: FastAPI, people: dict[str, httpx.AsyncClient]
+) -> None:
+    admin, jdoe, asmith = people["admin"], people["jdoe"], people["asmith"]
+    done = await make_task(admin, users=["jdoe", "asmith"])
+    locked = await make_task(admin, users=["jdoe", "asmith"])
+    ends = await asyncio.gather(
+        *(c.put(done["uri"], json={"status": "done"}) for c in (jdoe, asmith) * 3)
+    )
+    assert [r.status_code for r in ends] == [200] * 6
+    locks = await asyncio.gather(
+        *(c.put(locked["uri"], json={"status": "locked"}) for c in (jdoe, asmith) * 2)
+    )
+    assert sorted(r.status_code for r in locks)[:1] == [200]
+    holders = {r.json()["lock_holder"] for r in locks if r.status_code == 200}
+    assert len(holders) == 1
+    assert all(r.json()["error"] == "Task already locked!" for r in locks if r.status_code == 409)
+    types = [e.type for e in await events(clean_app)]
+    assert types.count("task.status.done") == 1
+    assert types.count("task.locked") == 1
