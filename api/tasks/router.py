@@ -21,7 +21,7 @@ from api.deps import (
 from api.errors import Unprocessable, problem_responses
 from api.groups.service import get_visible_group
 from api.refs import MAX_ID
-from api.tasks import bulk, claim, claim_raw, service, status_pg, transitions
+from api.tasks import bulk, claim, claim_raw, service, status_pg, status_sqlite, transitions
 from api.tasks.read import read_lock, read_task, summaries
 from api.tasks.schemas import (
     BulkCreate,
@@ -209,7 +209,8 @@ async def _fast_status_change(
     request: Request, task_id: int, if_match: str | None
 ) -> TaskRead | None:
     state = request.app.state
-    if state.engine.dialect.name != "postgresql" or not 0 < task_id <= MAX_ID:
+    backend = state.engine.dialect.name
+    if backend not in ("postgresql", "sqlite") or not 0 < task_id <= MAX_ID:
         return None
     if not request.headers.get("content-type", "").startswith("application/json"):
         return None
@@ -224,13 +225,16 @@ async def _fast_status_change(
     credential = presented(state.settings, state.secret_key, state.credential_cache, authorization)
     if credential is None:
         return None
-    return await status_pg.set_status(request, credential, task_id, *simple)
+    if backend == "postgresql":
+        return await status_pg.set_status(request, credential, task_id, *simple)
+    return await status_sqlite.set_status(request, credential, task_id, *simple)
 
 
 async def status_change(
     request: Request, task_id: int, if_match: IfMatch = None
 ) -> AsyncIterator[StatusChange]:
-    """A status-only change on PostgreSQL goes through api/tasks/status_pg.py when it can;
+    """A status-only change on PostgreSQL or SQLite goes through api/tasks/status_pg.py or
+    status_sqlite.py when it can;
     everything else gets the request's session and caller, as SessionDep and CurrentActor
     give them (a dependency, so that a bad credential is refused before the body is read)."""
     done = await _fast_status_change(request, task_id, if_match)

@@ -161,7 +161,7 @@ def simple_status(body: Any, if_match: str | None) -> tuple[TaskStatus, int | No
     return TaskStatus(status), version
 
 
-def _decide(actor: Actor, task: Task, reachable: bool, target: TaskStatus) -> Transition | None:
+def decide(actor: Actor, task: Task, reachable: bool, target: TaskStatus) -> Transition | None:
     """The change to make (`Transition.none`: nothing changes), or None when the generic
     path must answer: an error to report, or a change this module does not make."""
     if not actor.can(*READ_ALL) and not (
@@ -192,7 +192,7 @@ def _decide(actor: Actor, task: Task, reachable: bool, target: TaskStatus) -> Tr
     return kind if allowed else None
 
 
-def _changed(
+def changed_task(
     task: Task, actor: Actor, kind: Transition, target: TaskStatus, ttl_seconds: int
 ) -> tuple[Task, str, str | None]:
     """The task after the change, the event it emits, and the holder the event names."""
@@ -236,12 +236,12 @@ async def set_status(
         reachable, label, tag_names, tag_ids, users, groups, via = row[n:]
         if lock_version is not None and lock_version != task.lock_version:
             return None  # 409, stale lock_version
-        kind = _decide(actor, task, bool(reachable), target)
+        kind = decide(actor, task, bool(reachable), target)
         if kind is None:
             return None
         if kind != Transition.none:
             ttl = request.app.state.settings.lock_ttl_seconds
-            after, event_type, holder = _changed(task, actor, kind, target, ttl)
+            after, event_type, holder = changed_task(task, actor, kind, target, ttl)
             event = event_values(
                 event_type,
                 actor=actor.username,
