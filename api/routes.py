@@ -36,8 +36,9 @@ v1.include_router(deliveries_router)
 
 api_router.include_router(v1)
 
-# The claim first and at the top: readers' clients claim in a tight loop, and FastAPI's
-# matching costs time per route tried and per level of included routers.
+# The claim and the task PUT first and at the top: readers' clients claim and mark tasks done
+# in a tight loop, and FastAPI's matching costs time per route tried and per level of
+# included routers.
 claim = APIRouter(prefix="/api/v1")
 claim.include_router(claim_router)
 routers = [claim, api_router]

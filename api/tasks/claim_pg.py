@@ -171,7 +171,7 @@ def _payload(claimed: Any, holder: Any) -> Any:
     return cast(select(func.row_to_json(envelope.table_valued())).scalar_subquery(), Text)
 
 
-async def _pool(app: FastAPI) -> Any:
+async def raw_pool(app: FastAPI) -> Any:
     pool = getattr(app.state, "claim_pool", None)
     if pool is None:
         url = make_url(app.state.settings.async_database_url).set(drivername="postgresql")
@@ -215,7 +215,7 @@ async def claim(request: Request, data: ClaimRequest) -> TaskRead | None:
         "p_project": data.project,
         "p_application_name": data.application_name,
     }
-    pool = await _pool(request.app)
+    pool = await raw_pool(request.app)
     rows: list[Any] = []
     async with pool.acquire() as raw:
         for _ in range(2):

@@ -59,7 +59,7 @@ def _principal(credential_kind: str) -> AnySelect:
     )
 
 
-def _task_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+def task_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(
         datetime.fromisoformat(v) if i in _DATETIME_COLUMNS and v is not None else v
         for i, v in enumerate(row)
@@ -95,7 +95,7 @@ def _transaction(
         if not rows:
             conn.execute("ROLLBACK")
             return ("empty", None)
-        task = task_from_row(_task_row(rows[0]), precompiled.utc)
+        task = task_from_row(task_row(rows[0]), precompiled.utc)
         snapshot = snapshot_from(
             task, fetch(SNAPSHOT, **snapshot_params(task)), TaskStatus.queued.value
         )

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api import lookup
-from api.auth.service import session_fetch
+from api.auth.credential import presented
+from api.auth.service import Actor, session_fetch
 from api.deps import (
     CurrentActor,
     SessionDep,
@@ -17,7 +21,7 @@ from api.deps import (
 from api.errors import Unprocessable, problem_responses
 from api.groups.service import get_visible_group
 from api.refs import MAX_ID
-from api.tasks import bulk, claim, claim_raw, service, transitions
+from api.tasks import bulk, claim, claim_raw, service, status_pg, status_sqlite, transitions
 from api.tasks.read import read_lock, read_task, summaries
 from api.tasks.schemas import (
     BulkCreate,
@@ -33,7 +37,8 @@ from api.tasks.schemas import (
 from api.tasks.service import TaskFilter
 
 router = APIRouter(tags=["tasks"], responses=problem_responses(401, 403, 404, 409, 413, 422))
-# The hot path on a router of its own, matched before every other route (see api/routes.py).
+# The hot paths (claim, status change) on a router of their own, matched before every other
+# route (see api/routes.py).
 claim_router = APIRouter(tags=["tasks"], responses=problem_responses(401, 403, 404, 409, 413, 422))
 
 IfMatch = Annotated[
@@ -190,15 +195,79 @@ async def get_task(task_id: int, session: SessionDep, actor: CurrentActor) -> Ta
     return await read_task(session, await service.get_task(session, actor, task_id))
 
 
-@router.put("/tasks/{task_id}", summary="Change a task (partial); status follows the state machine")
+@dataclass
+class StatusChange:
+    """What `update_task` works with: the fast path's answer, or a session and the caller."""
+
+    done: TaskRead | None = None
+    session: AsyncSession | None = None
+    actor: Actor | None = None
+    ttl_seconds: int = 0
+
+
+async def _fast_status_change(
+    request: Request, task_id: int, if_match: str | None
+) -> TaskRead | None:
+    state = request.app.state
+    backend = state.engine.dialect.name
+    if backend not in ("postgresql", "sqlite") or not 0 < task_id <= MAX_ID:
+        return None
+    if not request.headers.get("content-type", "").startswith("application/json"):
+        return None
+    try:
+        body = await request.json()  # parsed (and kept) by FastAPI already
+    except ValueError:
+        return None
+    simple = status_pg.simple_status(body, if_match)
+    if simple is None:
+        return None
+    authorization = request.headers.get("authorization")
+    credential = presented(state.settings, state.secret_key, state.credential_cache, authorization)
+    if credential is None:
+        return None
+    if backend == "postgresql":
+        return await status_pg.set_status(request, credential, task_id, *simple)
+    return await status_sqlite.set_status(request, credential, task_id, *simple)
+
+
+async def status_change(
+    request: Request, task_id: int, if_match: IfMatch = None
+) -> AsyncIterator[StatusChange]:
+    """A status-only change on PostgreSQL or SQLite goes through api/tasks/status_pg.py or
+    status_sqlite.py when it can;
+    everything else gets the request's session and caller, as SessionDep and CurrentActor
+    give them (a dependency, so that a bad credential is refused before the body is read)."""
+    done = await _fast_status_change(request, task_id, if_match)
+    if done is not None:
+        yield StatusChange(done=done)
+        return
+    async with unit_of_work(request) as session:
+        yield StatusChange(
+            session=session,
+            actor=await actor_of(request, session_fetch(session)),
+            ttl_seconds=request.app.state.settings.lock_ttl_seconds,
+        )
+
+
+@claim_router.put(
+    "/tasks/{task_id}",
+    response_model=TaskRead,
+    summary="Change a task (partial); status follows the state machine",
+    # The schemes every other operation declares through its dependencies; this hot path
+    # reads the Authorization header itself.
+    openapi_extra={"security": [{"HTTPBasic": []}, {"OAuth2PasswordBearer": []}]},
+)
 async def update_task(
     task_id: int,
     data: TaskUpdate,
-    session: SessionDep,
-    actor: CurrentActor,
-    settings: SettingsDep,
+    change: Annotated[StatusChange, Depends(status_change, scope="function")],
     if_match: IfMatch = None,
-) -> TaskRead:
+) -> TaskRead | Response:
+    if change.done is not None:
+        return Response(change.done.model_dump_json(), media_type="application/json")
+    session, actor = change.session, change.actor
+    assert session is not None
+    assert actor is not None
     task = await service.get_task(session, actor, task_id)
     lock_version = _if_match(if_match, data.lock_version)
     transitions.check_precondition(task, lock_version)
@@ -207,7 +276,7 @@ async def update_task(
     await service.update_fields(session, actor, task, data)
     if status is not None:
         await transitions.set_status(
-            session, actor, task, status, settings.lock_ttl_seconds, lock_version=lock_version
+            session, actor, task, status, change.ttl_seconds, lock_version=lock_version
         )
     return await read_task(session, task)
 

@@ -70,7 +70,7 @@ def visible_to(
     return or_(col(Task.lock_holder_id) == user_id, direct, via_group)
 
 
-def reachable_by(user_id: int) -> ColumnElement[bool]:
+def reachable_by(user_id: Any) -> ColumnElement[bool]:
     """A WHERE clause on `Task`: tasks `user_id` may open by id (weights do not hide them)."""
     direct = exists().where(col(TaskUser.task_id) == col(Task.id), col(TaskUser.user_id) == user_id)
     via_group = exists().where(

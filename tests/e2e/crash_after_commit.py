@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from api.tasks import status_pg, status_sqlite
 from cli.serve import app_factory as serve_app_factory
 from shared.models import OutboxEvent
 
@@ -34,6 +35,27 @@ def _crash(session: Session) -> None:
         _committed_done += 1
         if _committed_done == CRASH_AT:
             os._exit(9)
+
+
+def _crash_after(original: Any) -> Any:
+    """The status change's hot path (api/tasks/status_pg.py, status_sqlite.py) commits
+    without a Session: count its answers that end with the task done (each task is marked
+    done once here, so each such answer is a commit that marked it done)."""
+
+    async def set_status(*args: Any) -> Any:
+        global _committed_done
+        result = await original(*args)
+        if result is not None and result.status == "done":
+            _committed_done += 1
+            if _committed_done == CRASH_AT:
+                os._exit(9)
+        return result
+
+    return set_status
+
+
+status_pg.set_status = _crash_after(status_pg.set_status)
+status_sqlite.set_status = _crash_after(status_sqlite.set_status)
 
 
 def app_factory() -> FastAPI:
