@@ -17,6 +17,7 @@ from api.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from api.refs import MAX_ID
 from api.tags.service import ensure_tags
 from api.tasks import distribution
+from api.tasks.groupstatus import refresh_taskgroup_status
 from api.tasks.schemas import TaskCreate, TaskUpdate
 from api.tasks.visibility import reachable_by, visible_to
 from shared.models import Tag, Task, TaskGroupLink, TaskTag, TaskUser, utcnow
@@ -312,3 +313,6 @@ async def delete_task(session: AsyncSession, actor: Actor, task: Task) -> None:
     task.event_sequence += 1
     await emit(session, task, "task.deleted", actor=actor.username, sequence=task.event_sequence)
     await session.execute(delete(Task).where(col(Task.id) == task.id))
+    if task.taskgroup_id is not None:
+        # Deleting a group's last unfinished task completes the group.
+        await refresh_taskgroup_status(session, task.taskgroup_id, actor.username)

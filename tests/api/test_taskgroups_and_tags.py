@@ -142,3 +142,21 @@ async def test_reader_sees_only_its_own_tasks_of_a_taskgroup(
     assert (await bkim.get(group["uri"])).status_code == 404
     assert (await bkim.get("/api/v1/taskgroups")).json() == {"taskgroups": []}
     assert len((await jdoe.get("/api/v1/taskgroups")).json()["taskgroups"]) == 1
+
+
+async def test_deleting_the_last_open_task_completes_the_group(
+    admin: httpx.AsyncClient, make_user: UserFactory, clean_app: FastAPI
+) -> None:
+    await make_template(admin)
+    jdoe = await make_user("jdoe")
+    r = await admin.post(
+        "/api/v1/taskgroups",
+        json={"label": "g", "tasks": [{**t, "users": ["jdoe"]} for t in _tasks(2)]},
+    )
+    group = r.json()
+    first, second = (t["uri"] for t in group["tasks"])
+    assert (await jdoe.put(first, json={"status": "done"})).status_code == 200
+    assert (await admin.delete(second)).status_code == 204
+    assert (await admin.get(group["uri"])).json()["status"] == "done"
+    announced = [e.type for e in await events(clean_app) if e.type.startswith("taskgroup.")]
+    assert announced == ["taskgroup.done"]

@@ -47,5 +47,14 @@ def test_embedded_serve_delivers_callbacks_and_webhooks(embedded_server: Server)
         hooks = [json.loads(h.body)["type"] for h in receiver.to("/ok/hook")]
         assert sorted(hooks) == ["task.created", "task.status.done"]
         assert all("webhook-signature" in h.headers for h in receiver.to("/ok/hook"))
-        delivered = admin.get("/api/v1/deliveries", params={"status": "delivered"}).json()
-        assert delivered["total_deliveries"] == 3
+        # The receiver has them; the worker records the results a moment later.
+        wait_until(
+            lambda: (
+                admin.get("/api/v1/deliveries", params={"status": "delivered"}).json()[
+                    "total_deliveries"
+                ]
+                == 3
+            ),
+            30,
+            "three deliveries recorded as delivered",
+        )
