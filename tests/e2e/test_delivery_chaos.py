@@ -51,6 +51,7 @@ def deployment(tmp_path: Path) -> Iterator[tuple[Server, Receiver]]:
     require_service("postgresql")
     require_service("rabbitmq")
     with ExitStack() as stack:
+        stack.callback(_kill_leftovers)
         name, amqp_url = create_vhost()
         stack.callback(delete_vhost, name)
         env = stack.enter_context(configured_database_env("postgresql", tmp_path))
@@ -59,6 +60,18 @@ def deployment(tmp_path: Path) -> Iterator[tuple[Server, Receiver]]:
             run_server(tmp_path / "api", env | FAST | {"TASKMAN_AMQP_URL": amqp_url})
         )
         yield server, receiver
+
+
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
+def _kill_leftovers() -> None:
+    """Workers a failed test left running."""
+    for process in _STARTED:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
+    _STARTED.clear()
 
 
 class WorkerProcess:
@@ -74,6 +87,7 @@ class WorkerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+        _STARTED.append(self.process)
 
     def kill(self) -> None:
         self.process.kill()
