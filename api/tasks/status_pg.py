@@ -108,24 +108,26 @@ def read_statement(credential_kind: str) -> Select[Any]:
     ).select_from(principal.outerjoin(Task, task_id == bindparam("task_id")))
 
 
-def _write_statement() -> Select[Any]:
-    """The compare-and-set of `compare_and_set` and the event's outbox row, in one statement:
-    one row when the task changed, none when another request changed it first."""
-    task_columns = Task.__table__.c  # type: ignore[attr-defined]
-    changed = (
-        update(Task)
-        .where(col(Task.id) == bindparam("task_id"), col(Task.event_sequence) == bindparam("seq"))
-        .values(
-            status=bindparam("status", type_=Text),
-            lock_holder_id=bindparam("holder", type_=Integer),
-            lock_expires_at=bindparam("expires", type_=task_columns.lock_expires_at.type),
-            lock_version=bindparam("version", type_=Integer),
-            update_time=bindparam("now", type_=task_columns.update_time.type),
-            event_sequence=col(Task.event_sequence) + 1,
-        )
-        .returning(col(Task.id))
-        .cte("changed")
+_task_columns = Task.__table__.c  # type: ignore[attr-defined]
+# `compare_and_set` for a status change, as one statement (the SQLite path runs it as is).
+COMPARE_AND_SET = (
+    update(Task)
+    .where(col(Task.id) == bindparam("task_id"), col(Task.event_sequence) == bindparam("seq"))
+    .values(
+        status=bindparam("status", type_=Text),
+        lock_holder_id=bindparam("holder", type_=Integer),
+        lock_expires_at=bindparam("expires", type_=_task_columns.lock_expires_at.type),
+        lock_version=bindparam("version", type_=Integer),
+        update_time=bindparam("now", type_=_task_columns.update_time.type),
+        event_sequence=col(Task.event_sequence) + 1,
     )
+)
+
+
+def _write_statement() -> Select[Any]:
+    """The compare-and-set and the event's outbox row, in one statement: one row when the
+    task changed, none when another request changed it first."""
+    changed = COMPARE_AND_SET.returning(col(Task.id)).cte("changed")
     columns = OutboxEvent.__table__.c  # type: ignore[attr-defined]
     event = insert(OutboxEvent).from_select(
         list(EVENT_COLUMNS),

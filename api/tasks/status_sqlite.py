@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 from fastapi import Request
-from sqlalchemy import Integer, Text, bindparam, select, update
+from sqlalchemy import bindparam, select
 from sqlmodel import col
 
 from api.auth.credential import Credential, still_holds
@@ -24,7 +24,7 @@ from api.tasks.claim import EVENT_COLUMNS, OUTBOX_INSERT, TASK_COLUMNS, task_fro
 from api.tasks.claim_sqlite import task_row
 from api.tasks.read import LINKS, links_from, task_read_from
 from api.tasks.schemas import TaskRead
-from api.tasks.status_pg import changed_task, decide
+from api.tasks.status_pg import COMPARE_AND_SET, changed_task, decide
 from api.tasks.visibility import reachable_by
 from shared import precompiled
 from shared.events.outbox import event_values
@@ -46,19 +46,6 @@ def _principal(credential_kind: str) -> AnySelect:
 
 _TASK = select(*TASK_COLUMNS, reachable_by(bindparam("uid"))).where(
     col(Task.id) == bindparam("task_id")
-)
-_columns = Task.__table__.c  # type: ignore[attr-defined]
-_COMPARE_AND_SET = (
-    update(Task)
-    .where(col(Task.id) == bindparam("task_id"), col(Task.event_sequence) == bindparam("seq"))
-    .values(
-        status=bindparam("status", type_=Text),
-        lock_holder_id=bindparam("holder", type_=Integer),
-        lock_expires_at=bindparam("expires", type_=_columns.lock_expires_at.type),
-        lock_version=bindparam("version", type_=Integer),
-        update_time=bindparam("now", type_=_columns.update_time.type),
-        event_sequence=col(Task.event_sequence) + 1,
-    )
 )
 
 
@@ -102,7 +89,7 @@ def _transaction(
             names = execute(SNAPSHOT, **snapshot_params(after)).fetchall()
             snapshot = snapshot_from(after, names, task.status)
             cursor = execute(
-                _COMPARE_AND_SET,
+                COMPARE_AND_SET,
                 task_id=task_id,
                 seq=task.event_sequence,
                 status=after.status,

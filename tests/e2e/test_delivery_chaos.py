@@ -101,7 +101,10 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def _create_tasks(server: Server, receiver: Receiver) -> list[int]:
+def _create_tasks(
+    server: Server, receiver: Receiver, path: str = "/ok", count: int = TASKS
+) -> list[int]:
+    """`count` tasks whose callbacks go to `{path}/{n}` on the receiver; their ids."""
     with httpx.Client(
         base_url=server.base_url, auth=("admin", server.admin_password), timeout=120
     ) as admin:
@@ -112,10 +115,10 @@ def _create_tasks(server: Server, receiver: Receiver) -> list[int]:
                 "template": "t",
                 "content": {"n": i},
                 "users": ["admin"],
-                "callback_url": receiver.url(f"/ok/{i}"),
+                "callback_url": receiver.url(f"{path}/{i}"),
                 "callback_content": json.dumps({"n": i}),
             }
-            for i in range(TASKS)
+            for i in range(count)
         ]
         r = admin.post("/api/v1/tasks/bulk", json={"tasks": items})
         assert r.status_code == 201, r.text
@@ -286,24 +289,7 @@ def test_worker_stops_gracefully_on_sigterm_and_nothing_in_flight_is_lost(tmp_pa
     """SIGTERM while slow receivers hold deliveries: the worker finishes or hands back what
     it holds within its grace period, exits 0, and the next worker delivers the rest."""
     with deployment(tmp_path) as (server, receiver):
-        with httpx.Client(
-            base_url=server.base_url, auth=("admin", server.admin_password), timeout=120
-        ) as admin:
-            r = admin.post("/api/v1/task_templates", json={"label": "t", "content": "a: 1"})
-            assert r.status_code == 201, r.text
-            items = [
-                {
-                    "template": "t",
-                    "content": {"n": i},
-                    "users": ["admin"],
-                    "callback_url": receiver.url(f"/slow/300/{i}"),
-                    "callback_content": json.dumps({"n": i}),
-                }
-                for i in range(300)
-            ]
-            r = admin.post("/api/v1/tasks/bulk", json={"tasks": items})
-            assert r.status_code == 201, r.text
-            ids = [int(uri.rsplit("/", 1)[1]) for uri in r.json()["tasks"]]
+        ids = _create_tasks(server, receiver, path="/slow/300", count=300)
         worker = WorkerProcess(server, "first")
         assert asyncio.run(_mark_done(server.base_url, server.admin_password, ids)) == []
         wait_until(lambda: len(receiver.received) >= 50, 60, "the first callbacks")
