@@ -12,12 +12,14 @@ from fastapi import FastAPI
 from api.auth.service import CredentialCache
 from api.docs import install_docs
 from api.errors import PROBLEM_JSON, Problem, install_error_handlers
-from api.middleware import BodyLimitMiddleware, RootPathMiddleware
+from api.hotpaths import HotPathMiddleware
+from api.middleware import BodyLimitMiddleware, OutboxWakeMiddleware, RootPathMiddleware
 from api.routes import routers
 from api.tasks import claim_pg
 from shared import __version__
 from shared.bootstrap import bootstrap
 from shared.db import create_engine, session_factory
+from shared.events.notify import OutboxNotifier
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger("taskmanager.api")
@@ -48,6 +50,7 @@ def create_app(
         app.state.sessions = session_factory(engine)
         app.state.secret_key = settings.resolved_secret_key()
         app.state.credential_cache = CredentialCache(app.state.secret_key)
+        app.state.outbox_notifier = OutboxNotifier(settings.async_database_url)
         try:
             if run_bootstrap:
                 await bootstrap(app.state.sessions, settings)
@@ -56,6 +59,7 @@ def create_app(
                     await stack.enter_async_context(service(app))
                 yield
         finally:
+            await app.state.outbox_notifier.close()
             await claim_pg.close(app)
             await engine.dispose()
 
@@ -70,7 +74,9 @@ def create_app(
     )
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(HotPathMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(OutboxWakeMiddleware)
     app.add_middleware(RootPathMiddleware, prefix=settings.api_prefix)
     install_docs(app)
     for router in routers:

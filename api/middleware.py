@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: the request body size limit."""
+"""Pure ASGI middleware: the reverse-proxy prefix, waking the relays, the body size limit."""
 
 from __future__ import annotations
 
@@ -31,6 +31,29 @@ class RootPathMiddleware:
                 root_path.reset(token)
             return
         await self.app(scope, receive, send)
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class OutboxWakeMiddleware:
+    """After a request that may have written events (any but GET, HEAD, OPTIONS; its
+    transaction committed before the response), the relays are woken
+    (shared/events/notify.py: coalesced, so it costs next to nothing per request)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            notifier = getattr(scope["app"].state, "outbox_notifier", None)
+            if notifier is not None:
+                notifier.touch()
 
 
 class BodyLimitMiddleware:

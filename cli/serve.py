@@ -18,9 +18,12 @@ from worker.service import Worker
 async def lease_sweeper(app: FastAPI) -> AsyncIterator[None]:
     """Returns tasks whose lease ran out to the queue, even when nobody touches them."""
     interval = app.state.settings.sweep_interval_seconds
-    async with periodic(
-        "lease-sweeper", interval, lambda: sweep_expired_leases(app.state.sessions)
-    ):
+
+    async def sweep() -> None:
+        if await sweep_expired_leases(app.state.sessions):
+            app.state.outbox_notifier.touch()
+
+    async with periodic("lease-sweeper", interval, sweep):
         yield
 
 

@@ -116,7 +116,8 @@ class Worker:
         sessions = session_factory(self.engine)
         while True:
             try:
-                await sweep_expired_leases(sessions)
+                if await sweep_expired_leases(sessions):
+                    self.wakeup.wake()
             except Exception:
                 log.exception("lease sweep failed")
             await asyncio.sleep(self.settings.sweep_interval_seconds)

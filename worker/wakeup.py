@@ -9,17 +9,18 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-log = logging.getLogger("taskmanager.relay")
+from shared.events.notify import CHANNEL
 
-CHANNEL = "taskmanager_outbox"
+log = logging.getLogger("taskmanager.relay")
 
 
 class Wakeup:
     """`wait()` returns when a commit inserted outbox rows, or after `poll_seconds` anyway.
 
-    The notification comes from a trigger on `outbox_events` (the migration creates it on
-    PostgreSQL). The poll covers what a notification cannot: rows written while the
-    listening connection was down, and databases without LISTEN.
+    The notification comes from the API processes after their commits
+    (shared/events/notify.py). The poll covers what a notification cannot: rows written while
+    the listening connection was down, a process that died before it notified, and
+    databases without LISTEN.
     """
 
     def __init__(
@@ -59,6 +60,10 @@ class Wakeup:
         except Exception as exc:
             log.warning("cannot LISTEN for outbox rows (%s); polling meanwhile", exc)
             self._connection = None
+
+    def wake(self) -> None:
+        """Rows were written in this process (the worker's lease sweeper)."""
+        self._event.set()
 
     async def wait(self) -> None:
         await self._listen()

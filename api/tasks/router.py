@@ -21,7 +21,7 @@ from api.deps import (
 from api.errors import Unprocessable, problem_responses
 from api.groups.service import get_visible_group
 from api.refs import MAX_ID
-from api.tasks import bulk, claim, claim_raw, service, status_pg, status_sqlite, transitions
+from api.tasks import bulk, claim, service, status_pg, status_sqlite, transitions
 from api.tasks.read import read_lock, read_task, summaries
 from api.tasks.schemas import (
     BulkCreate,
@@ -174,17 +174,15 @@ async def bulk_create(
     openapi_extra={"security": [{"HTTPBasic": []}, {"OAuth2PasswordBearer": []}]},
 )
 async def claim_task(request: Request, data: ClaimRequest | None = None) -> TaskRead | Response:
-    # Not SessionDep/CurrentActor: without references to resolve, the claim runs on the raw
-    # connection and checks the caller's credential itself (api/tasks/claim_raw.py).
+    # A claim without references to resolve never gets here: api/hotpaths.py answers it on
+    # the raw connection (api/tasks/claim_raw.py). Not SessionDep/CurrentActor, so that the
+    # caller's credential is checked in the same order as there.
     data = data or ClaimRequest()
-    if claim_raw.applies(request.app, data):
-        task = await claim_raw.claim(request, data)
-    else:
-        async with unit_of_work(request) as session:
-            actor = await actor_of(request, session_fetch(session))
-            ttl = request.app.state.settings.lock_ttl_seconds
-            claimed = await claim.claim(session, actor, data, ttl)
-            task = await read_task(session, claimed) if claimed is not None else None
+    async with unit_of_work(request) as session:
+        actor = await actor_of(request, session_fetch(session))
+        ttl = request.app.state.settings.lock_ttl_seconds
+        claimed = await claim.claim(session, actor, data, ttl)
+        task = await read_task(session, claimed) if claimed is not None else None
     if task is None:
         return Response(status_code=204)
     return Response(task.model_dump_json(), media_type="application/json")
@@ -197,15 +195,14 @@ async def get_task(task_id: int, session: SessionDep, actor: CurrentActor) -> Ta
 
 @dataclass
 class StatusChange:
-    """What `update_task` works with: the fast path's answer, or a session and the caller."""
+    """What `update_task` works with: a session and the caller."""
 
-    done: TaskRead | None = None
-    session: AsyncSession | None = None
-    actor: Actor | None = None
-    ttl_seconds: int = 0
+    session: AsyncSession
+    actor: Actor
+    ttl_seconds: int
 
 
-async def _fast_status_change(
+async def fast_status_change(
     request: Request, task_id: int, if_match: str | None
 ) -> TaskRead | None:
     state = request.app.state
@@ -215,7 +212,7 @@ async def _fast_status_change(
     if not request.headers.get("content-type", "").startswith("application/json"):
         return None
     try:
-        body = await request.json()  # parsed (and kept) by FastAPI already
+        body = await request.json()
     except ValueError:
         return None
     simple = status_pg.simple_status(body, if_match)
@@ -233,14 +230,10 @@ async def _fast_status_change(
 async def status_change(
     request: Request, task_id: int, if_match: IfMatch = None
 ) -> AsyncIterator[StatusChange]:
-    """A status-only change on PostgreSQL or SQLite goes through api/tasks/status_pg.py or
-    status_sqlite.py when it can;
-    everything else gets the request's session and caller, as SessionDep and CurrentActor
-    give them (a dependency, so that a bad credential is refused before the body is read)."""
-    done = await _fast_status_change(request, task_id, if_match)
-    if done is not None:
-        yield StatusChange(done=done)
-        return
+    """The request's session and caller, as SessionDep and CurrentActor give them (a
+    dependency, so that a bad credential is refused before the body is read). A status-only
+    change on PostgreSQL or SQLite never gets here when `fast_status_change` (run by
+    api/hotpaths.py) could make it."""
     async with unit_of_work(request) as session:
         yield StatusChange(
             session=session,
@@ -263,11 +256,7 @@ async def update_task(
     change: Annotated[StatusChange, Depends(status_change, scope="function")],
     if_match: IfMatch = None,
 ) -> TaskRead | Response:
-    if change.done is not None:
-        return Response(change.done.model_dump_json(), media_type="application/json")
     session, actor = change.session, change.actor
-    assert session is not None
-    assert actor is not None
     task = await service.get_task(session, actor, task_id)
     lock_version = _if_match(if_match, data.lock_version)
     transitions.check_precondition(task, lock_version)
