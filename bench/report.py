@@ -200,8 +200,13 @@ def caveats(results: Results) -> list[str]:
 
 
 def summary_table(results: Results) -> str:
+    return table(summary_rows(results))
+
+
+def table(figures: list[Row]) -> str:
+    """Rows as a Markdown table: figure, value, target, met?"""
     header = ("figure", "value", "target", "met?")
-    rows = [header] + [row.cells() for row in summary_rows(results)]
+    rows = [header] + [row.cells() for row in figures]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
 
     def line(cells: tuple[str, str, str, str]) -> str:

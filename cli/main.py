@@ -62,7 +62,13 @@ def worker() -> None:
 
     settings = get_settings()
     _logging(settings.log_level)
-    raise typer.Exit(asyncio.run(run_worker(settings)))
+    try:
+        # uvloop, as uvicorn uses for `serve`: the event loop's own work (sockets, timers,
+        # callbacks) costs a fraction of asyncio's, and the worker is mostly event loop.
+        import uvloop
+    except ImportError:  # not built for this platform
+        raise typer.Exit(asyncio.run(run_worker(settings))) from None
+    raise typer.Exit(uvloop.run(run_worker(settings)))
 
 
 @db_app.command("upgrade")

@@ -1,7 +1,9 @@
 """The broker consumer: events from `taskmanager.deliveries` become deliveries, then are sent.
 
-A message is acknowledged only after its deliveries are committed; one that was not (a crash,
-a lost channel) comes again, and makes nothing twice (`(event_id, target)` is unique).
+Messages are taken in batches (one transaction makes the deliveries of a whole batch) and
+acknowledged only after that transaction committed, with one `ack(multiple=True)` per batch;
+one that was not (a crash, a lost channel) comes again, and makes nothing twice
+(`(event_id, target)` is unique).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Consumer:
         claim_seconds: float,
         prefetch: int = 256,
         batch: int = 100,
+        gather_seconds: float = 0.01,
     ) -> None:
         self.engine = engine
         self.connection = connection
@@ -44,6 +47,9 @@ class Consumer:
         self.claim_seconds = claim_seconds
         self.prefetch = prefetch
         self.batch = batch
+        # The events of one relay batch arrive one message at a time: a moment's wait
+        # turns them into one transaction instead of several.
+        self.gather_seconds = gather_seconds
         self.consumed = 0
         self._messages: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._channel: AbstractChannel | None = None
@@ -64,6 +70,8 @@ class Consumer:
         while True:
             batch = [await self._messages.get()]
             self._idle.clear()
+            if self._messages.qsize() < self.batch - 1 and self.gather_seconds > 0:
+                await asyncio.sleep(self.gather_seconds)
             while len(batch) < self.batch and not self._messages.empty():
                 batch.append(self._messages.get_nowait())
             try:
@@ -100,11 +108,7 @@ class Consumer:
                     await message.nack(requeue=True)
             return
         self.dispatcher.submit(made)
-        for message in batch:
-            # A channel lost since delivery: the broker sends the message again, and it
-            # makes nothing new.
-            with contextlib.suppress(Exception):
-                await message.ack()
+        await acknowledge(batch)
         self.consumed += len(batch)
 
     async def stop(self, grace_seconds: float) -> None:
@@ -122,3 +126,25 @@ class Consumer:
             # Messages not acknowledged go back to the queue for the next worker.
             with contextlib.suppress(Exception):
                 await self._channel.close()
+
+
+async def acknowledge(batch: list[AbstractIncomingMessage]) -> None:
+    """Acknowledge the batch: one `ack(multiple=True)` on its last message per channel.
+
+    That acknowledges every message the channel delivered up to that one. The batches are
+    taken in the order the channel delivered them and handled one after the other, so each
+    earlier message was acknowledged or rejected already, and the later ones (delivery tags
+    above) are not touched. After a reconnection a batch may hold messages of the lost
+    channel too: acknowledging them fails, the broker sends them again, and they make
+    nothing new.
+    """
+    last: dict[int, AbstractIncomingMessage] = {}
+    for message in batch:
+        try:
+            channel = message.channel
+        except Exception:
+            continue  # its channel is closed: it cannot be acknowledged, and comes again
+        last[id(channel)] = message
+    for message in last.values():
+        with contextlib.suppress(Exception):
+            await message.ack(multiple=True)

@@ -32,7 +32,11 @@ class DispatcherOptions:
 
 
 class Dispatcher:
-    """Start with `run()` in a task; stop with `drain()`."""
+    """Start with `run()` in a task; stop with `drain()`.
+
+    `concurrency` sender loops take deliveries from one queue and send them, one at a time
+    each; results are written in batches by one writer.
+    """
 
     def __init__(
         self,
@@ -49,52 +53,66 @@ class Dispatcher:
         self.webhooks = webhooks
         self.name = name
         self.options = options or DispatcherOptions()
-        self._slots = asyncio.Semaphore(self.options.concurrency)
-        self._inflight: dict[asyncio.Task[None], store.Claimed] = {}
-        self._sending: set[int] = set()
+        self._queue: asyncio.Queue[store.Claimed] = asyncio.Queue()
+        self._loops: list[asyncio.Task[None]] = []
+        # Sender loop -> the delivery it is sending.
+        self._sending: dict[asyncio.Task[None], store.Claimed] = {}
         self._orphans: list[store.Claimed] = []
         self._done: list[store.Finished] = []
         self._have_done = asyncio.Event()
         self._wake = asyncio.Event()
-        self._room = asyncio.Condition()
+        self._room = asyncio.Event()
+        self._room.set()
         self._stopping = False
         self._writer: asyncio.Task[None] | None = None
 
     @property
     def inflight(self) -> int:
-        return len(self._inflight)
+        """Deliveries taken and not finished: waiting for a sender loop or being sent."""
+        return self._queue.qsize() + len(self._sending)
 
     def wake(self) -> None:
         self._wake.set()
 
     async def wait_for_room(self) -> None:
         """Back pressure for the consumer: hold new work while two rounds are waiting."""
-        async with self._room:
-            await self._room.wait_for(lambda: self.inflight < 2 * self.options.concurrency)
+        while self.inflight >= 2 * self.options.concurrency:
+            self._room.clear()
+            await self._room.wait()
+
+    def _start_loops(self) -> None:
+        if not self._loops and not self._stopping:
+            self._loops = [
+                asyncio.create_task(self._send_loop(), name=f"sender-{n}")
+                for n in range(max(1, self.options.concurrency))
+            ]
 
     def submit(self, deliveries: Sequence[store.Claimed]) -> None:
         if self._stopping:
             # Taken while shutting down: handed back by drain().
             self._orphans.extend(deliveries)
             return
+        self._start_loops()
         for delivery in deliveries:
-            task = asyncio.create_task(self._deliver(delivery), name=f"delivery-{delivery.id}")
-            self._inflight[task] = delivery
-            task.add_done_callback(self._finished)
+            self._queue.put_nowait(delivery)
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._inflight.pop(task, None)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("delivery task failed", exc_info=task.exception())
-
-        async def notify() -> None:
-            async with self._room:
-                self._room.notify_all()
-
-        if not self._stopping:
-            asyncio.get_running_loop().create_task(notify())
+    async def _send_loop(self) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        while not self._stopping:
+            delivery = await self._queue.get()
+            self._sending[me] = delivery
+            try:
+                await self._deliver(delivery)
+            except Exception:
+                log.exception("delivery %s failed unexpectedly", delivery.id)
+            finally:
+                del self._sending[me]
+                if self.inflight < 2 * self.options.concurrency:
+                    self._room.set()
 
     async def run(self) -> None:
+        self._start_loops()
         self._writer = asyncio.create_task(self._write_loop(), name="delivery-writer")
         while not self._stopping:
             free = self.options.concurrency - self.inflight
@@ -121,29 +139,20 @@ class Dispatcher:
             secret = self.webhooks.secrets.get(delivery.webhook_id)
             if secret is None:
                 failure = "the webhook was deleted or disabled"
-        async with self._slots:
-            if self._stopping:
-                return  # never started: handed back by drain()
-            half = timedelta(seconds=self.options.claim_seconds / 2)
-            if delivery.claimed_until - utcnow() < half:
-                # Waited for a slot through half its claim: it could run out mid-send and
-                # another worker take it. Left to whoever claims it next (maybe this one).
-                log.warning("delivery %s waited out its claim; it is taken again", delivery.id)
-                return
-            self._sending.add(delivery.id)
-            attempted_at = utcnow()
-            try:
-                if failure is None:
-                    result = await self.sender.send(delivery.request(secret))
-                else:
-                    result = Result(
-                        status_code=None, duration_ms=0.0, error=failure, permanent=True
-                    )
-            except Exception as exc:  # a bug must cost a retry, never the record
-                log.exception("sending delivery %s failed unexpectedly", delivery.id)
-                result = Result(status_code=None, duration_ms=0.0, error=repr(exc)[:500])
-            finally:
-                self._sending.discard(delivery.id)
+        if delivery.claimed_until - utcnow() < timedelta(seconds=self.options.claim_seconds / 2):
+            # Waited for a sender through half its claim: it could run out mid-send and
+            # another worker take it. Left to whoever claims it next (maybe this one).
+            log.warning("delivery %s waited out its claim; it is taken again", delivery.id)
+            return
+        attempted_at = utcnow()
+        try:
+            if failure is None:
+                result = await self.sender.send(delivery.request(secret))
+            else:
+                result = Result(status_code=None, duration_ms=0.0, error=failure, permanent=True)
+        except Exception as exc:  # a bug must cost a retry, never the record
+            log.exception("sending delivery %s failed unexpectedly", delivery.id)
+            result = Result(status_code=None, duration_ms=0.0, error=repr(exc)[:500])
         decision = decide(
             self.policy,
             attempt=delivery.attempts + 1,
@@ -209,17 +218,21 @@ class Dispatcher:
         """
         self._stopping = True
         self._wake.set()
-        # Deliveries still waiting for a slot are not started at all; those being sent get
-        # the grace period to finish.
-        waiting = [d for d in self._inflight.values() if d.id not in self._sending]
-        sending = [t for t, d in self._inflight.items() if d.id in self._sending]
-        unfinished = list(waiting)
+        # Deliveries still waiting for a sender are not started at all; those being sent
+        # get the grace period to finish.
+        unfinished: list[store.Claimed] = []
+        while not self._queue.empty():
+            unfinished.append(self._queue.get_nowait())
+        sending = list(self._sending)
+        for loop in self._loops:
+            if loop not in self._sending:
+                loop.cancel()  # idle, waiting for work
         if sending:
             _, late = await asyncio.wait(sending, timeout=grace_seconds)
-            unfinished += [self._inflight[t] for t in late if t in self._inflight]
+            unfinished += [self._sending[t] for t in late if t in self._sending]
             for task in late:
                 task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
+        await asyncio.gather(*self._loops, return_exceptions=True)
         if self._writer is not None:
             # Not cancelled: a batch of results it holds must reach the database.
             self._have_done.set()

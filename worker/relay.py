@@ -11,7 +11,8 @@ import asyncio
 import logging
 
 import aio_pika
-from aio_pika.abc import AbstractExchange, AbstractRobustConnection
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.events.topology import declare_delivery_queue, declare_exchange
@@ -19,6 +20,8 @@ from worker import outbox
 from worker.wakeup import Wakeup
 
 log = logging.getLogger("taskmanager.relay")
+
+PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 
 
 class Relay:
@@ -40,9 +43,10 @@ class Relay:
     async def run(self) -> None:
         failures = 0
         exchange: AbstractExchange | None = None
+        channel: AbstractChannel | None = None
         while True:
             try:
-                if exchange is None:
+                if exchange is None or channel is None:
                     channel = await self.connection.channel(
                         publisher_confirms=True, on_return_raises=True
                     )
@@ -50,7 +54,7 @@ class Relay:
                     # are kept for it.
                     await declare_delivery_queue(channel)
                     exchange = await declare_exchange(channel)
-                count = await self.publish_batch(exchange)
+                count = await self.publish_batch(channel, exchange)
                 failures = 0
                 if count < self.batch:
                     await self.wakeup.wait()
@@ -62,23 +66,33 @@ class Relay:
                 log.warning("publishing events failed (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
 
-    async def publish_batch(self, exchange: AbstractExchange) -> int:
+    async def publish_batch(self, channel: AbstractChannel, exchange: AbstractExchange) -> int:
         async with self.engine.begin() as connection:
             rows = await outbox.take(connection, self.batch)
             if not rows:
                 return 0
+            # aiormq's channel under aio-pika's, without waiting for each frame to be
+            # written before the next is queued (aio-pika's publish does): the batch leaves
+            # at once and the broker confirms it as a whole. A nack or a returned
+            # (unroutable) message raises, as with aio-pika's publish, and the batch stays
+            # unpublished.
+            underlay = await channel.get_underlay_channel()
+            assert isinstance(underlay, aiormq.Channel)  # its publish takes `wait`
             await asyncio.wait_for(
                 asyncio.gather(
                     *(
-                        exchange.publish(
-                            aio_pika.Message(
-                                row.payload.encode(),
-                                message_id=row.event_id,
-                                type=row.type,
-                                content_type="application/json",
-                                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                            ),
+                        underlay.basic_publish(
+                            row.payload.encode(),
+                            exchange=exchange.name,
                             routing_key=row.type,
+                            properties=aiormq.spec.Basic.Properties(
+                                content_type="application/json",
+                                delivery_mode=PERSISTENT,
+                                message_id=row.event_id,
+                                message_type=row.type,
+                            ),
+                            mandatory=True,
+                            wait=False,
                         )
                         for row in rows
                     )

@@ -205,16 +205,51 @@ async def create(
         except (ValueError, TypeError, KeyError, AttributeError):
             log.error("dropping an event that cannot be planned: %.200s", payload)
             continue
-        rows.extend(row | claim for row in planned)
+        for row in planned:
+            row.update(claim)
+        rows.extend(planned)
     if not rows:
         return []
-    await connection.execute(_insert_ignoring_duplicates(connection.dialect.name), rows)
-    made = await connection.execute(
-        select(*_COLUMNS).where(
-            _D.c.event_id.in_({row["event_id"] for row in rows}), _D.c.claimed_by == owner
+    dialect = connection.dialect.name
+    statement = _insert_ignoring_duplicates(dialect)
+    if dialect not in _RETURNING:
+        # MariaDB: no RETURNING with ON DUPLICATE KEY UPDATE. Rows made now carry this
+        # batch's owner; those that existed keep theirs.
+        await connection.execute(statement, rows)
+        made = await connection.execute(
+            select(*_COLUMNS).where(
+                _D.c.event_id.in_({row["event_id"] for row in rows}), _D.c.claimed_by == owner
+            )
         )
+        return [_claimed(row) for row in made]
+    # ON CONFLICT DO NOTHING RETURNING returns exactly the rows this statement inserted:
+    # those made now, not those an earlier delivery of the same event made.
+    inserted = await connection.execute(
+        statement.returning(_D.c.id, _D.c.event_id, _D.c.target), rows
     )
-    return [_claimed(row) for row in made]
+    by_key = {(row["event_id"], row["target"]): row for row in rows}
+    return [_made(id_, by_key[(event_id, target)]) for id_, event_id, target in inserted]
+
+
+_RETURNING = frozenset({"postgresql", "sqlite"})
+
+
+def _made(id_: int, row: dict[str, Any]) -> Claimed:
+    """The delivery just inserted from `row`, as a read-back would give it."""
+    return Claimed(
+        id_,
+        row["event_id"],
+        row["event_type"],
+        row["webhook_id"],
+        row["method"],
+        row["url"],
+        row["content_type"],
+        row["body"],
+        row["attempts"],
+        row["deadline_at"],
+        row["claimed_by"],
+        row["claimed_until"],
+    )
 
 
 async def claim_due(

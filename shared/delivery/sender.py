@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import netrc
+import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from shared import __version__
 from shared.delivery.signing import sign
+from shared.delivery.transport import SpreadTransport
 
 RESPONSE_KEEP = 1024
-CONNECTIONS_PER_POOL = 4
 ERROR_KEEP = 500
 
 
@@ -49,52 +48,61 @@ class Credentials:
     """Basic credentials per host from a netrc file, as XNAT and the Syncotron expect."""
 
     def __init__(self, path: Path | None) -> None:
-        self._hosts: dict[str, tuple[str, str]] = {}
+        self._auth: dict[str, httpx.BasicAuth] = {}
+        self._headers: dict[str, str] = {}
         if path is not None:
             parsed = netrc.netrc(str(path))
             for host, (login, _account, password) in parsed.hosts.items():
-                self._hosts[host.lower()] = (login or "", password or "")
+                auth = httpx.BasicAuth(login or "", password or "")
+                self._auth[host.lower()] = auth
+                # The header exactly as httpx's own Basic auth makes it, made once.
+                flow = auth.sync_auth_flow(httpx.Request("GET", "http://netrc.invalid/"))
+                self._headers[host.lower()] = next(flow).headers["authorization"]
+
+    @staticmethod
+    def _host(url: str) -> str:
+        return (urlsplit(url).hostname or "").lower()
 
     def for_url(self, url: str) -> httpx.BasicAuth | None:
-        host = (urlsplit(url).hostname or "").lower()
-        found = self._hosts.get(host) or self._hosts.get("default")
-        return httpx.BasicAuth(*found) if found else None
+        if not self._auth:
+            return None
+        host = self._host(url)
+        return self._auth.get(host) or self._auth.get("default")
+
+    def authorization(self, url: str) -> str | None:
+        """The `authorization` header value for a request to `url`, or None."""
+        if not self._headers:
+            return None
+        host = self._host(url)
+        return self._headers.get(host) or self._headers.get("default")
 
 
 class Sender:
+    """Sends deliveries with one shared httpx client."""
+
     def __init__(
         self,
         credentials: Credentials | None = None,
         *,
         timeout: float = 10.0,
         connections: int = 32,
-        **client: Any,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.credentials = credentials or Credentials(None)
         self.timeout = timeout
-        # httpcore's pool checks every connection it holds for every request, so one pool of
-        # many connections costs more per request the more it holds (half the worker's CPU
-        # at 32). The connections are split over small pools taken in turn instead.
-        pools = max(1, connections // CONNECTIONS_PER_POOL)
-        per_pool = max(1, connections // pools)
-        self.clients = [
-            httpx.AsyncClient(
-                timeout=timeout,
-                # Not followed: httpx would repeat a PUT or POST after a 301/302/303 as a GET
-                # without its body (XNAT answers an expired login with a redirect), and a 2xx
-                # to that GET is no delivery. A 3xx is a failure the delivery records.
-                follow_redirects=False,
-                headers={"user-agent": f"TaskManager/{__version__}"},
-                limits=httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool),
-                **client,
-            )
-            for _ in range(pools)
-        ]
-        self._next = itertools.cycle(self.clients)
+        self.transport = SpreadTransport(connections, ssl_context=ssl_context)
+        self.client = httpx.AsyncClient(
+            transport=self.transport,
+            timeout=timeout,
+            # Not followed: httpx would repeat a PUT or POST after a 301/302/303 as a GET
+            # without its body (XNAT answers an expired login with a redirect), and a 2xx
+            # to that GET is no delivery. A 3xx is a failure the delivery records.
+            follow_redirects=False,
+            headers={"user-agent": f"TaskManager/{__version__}"},
+        )
 
     async def aclose(self) -> None:
-        for client in self.clients:
-            await client.aclose()
+        await self.client.aclose()
 
     async def send(self, request: Request) -> Result:
         body = request.body.encode()
@@ -103,9 +111,12 @@ class Sender:
             timestamp = int(time.time())
             headers["webhook-timestamp"] = str(timestamp)
             headers["webhook-signature"] = sign(request.secret, request.event_id, timestamp, body)
-        # Credentials are for the systems that asked for a callback (XNAT, the Syncotron),
-        # never for webhook subscribers.
-        auth = self.credentials.for_url(request.url) if request.secret is None else None
+        else:
+            # Credentials are for the systems that asked for a callback (XNAT, the
+            # Syncotron), never for webhook subscribers.
+            authorization = self.credentials.authorization(request.url)
+            if authorization is not None:
+                headers["authorization"] = authorization
         started = time.perf_counter()
 
         def failed(exc: BaseException, permanent: bool = False) -> Result:
@@ -119,16 +130,17 @@ class Sender:
         try:
             # The whole exchange is bounded, also against a receiver that trickles bytes;
             # of the answer only the first KiB is read.
-            async with asyncio.timeout(self.timeout + 5):
-                client = next(self._next)
-                async with client.stream(
-                    request.method, request.url, content=body, headers=headers, auth=auth
-                ) as response:
-                    kept = b""
-                    async for chunk in response.aiter_bytes():
-                        kept += chunk
-                        if len(kept) >= RESPONSE_KEEP:
-                            break
+            async with (
+                asyncio.timeout(self.timeout + 5),
+                self.client.stream(
+                    request.method, request.url, content=body, headers=headers
+                ) as response,
+            ):
+                kept = b""
+                async for chunk in response.aiter_bytes():
+                    kept += chunk
+                    if len(kept) >= RESPONSE_KEEP:
+                        break
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             return failed(exc, permanent=True)
         except (httpx.HTTPError, TimeoutError) as exc:
@@ -136,7 +148,9 @@ class Sender:
         return Result(
             status_code=response.status_code,
             duration_ms=(time.perf_counter() - started) * 1000,
-            response=clean(kept[:RESPONSE_KEEP].decode("utf-8", errors="replace"), RESPONSE_KEEP),
+            response=clean(kept[:RESPONSE_KEEP].decode("utf-8", errors="replace"), RESPONSE_KEEP)
+            if kept
+            else None,
             retry_after=response.headers.get("retry-after"),
         )
 
