@@ -7,9 +7,7 @@ import contextlib
 import logging
 from typing import Any
 
-from sqlalchemy.engine import make_url
-
-from shared.events.notify import CHANNEL
+from shared.events.notify import CHANNEL, postgres_dsn
 
 log = logging.getLogger("taskmanager.relay")
 
@@ -30,12 +28,7 @@ class Wakeup:
         listen_poll_seconds: float = 2.0,
         gather_seconds: float = 0.02,
     ) -> None:
-        parsed = make_url(url)
-        self._dsn = (
-            parsed.set(drivername="postgresql").render_as_string(hide_password=False)
-            if parsed.get_backend_name() == "postgresql"
-            else None
-        )
+        self._dsn = postgres_dsn(url)
         self._poll = poll_seconds
         self._gather = gather_seconds
         self._listen_poll = listen_poll_seconds

@@ -24,6 +24,14 @@ CHANNEL = "taskmanager_outbox"
 INTERVAL_SECONDS = 0.02
 
 
+def postgres_dsn(database_url: str) -> str | None:
+    """The asyncpg DSN of a PostgreSQL database URL; None for other databases."""
+    parsed = make_url(database_url)
+    if parsed.get_backend_name() != "postgresql":
+        return None
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 class OutboxNotifier:
     """`touch()` after a commit that wrote outbox rows; `close()` when the process stops.
 
@@ -31,12 +39,7 @@ class OutboxNotifier:
     """
 
     def __init__(self, database_url: str, interval: float = INTERVAL_SECONDS) -> None:
-        parsed = make_url(database_url)
-        self.dsn = (
-            parsed.set(drivername="postgresql").render_as_string(hide_password=False)
-            if parsed.get_backend_name() == "postgresql"
-            else None
-        )
+        self.dsn = postgres_dsn(database_url)
         self.interval = interval
         self.sent = 0
         self._pending = asyncio.Event()
