@@ -15,7 +15,7 @@ from api.errors import PROBLEM_JSON, Problem, install_error_handlers
 from api.hotpaths import HotPathMiddleware
 from api.middleware import BodyLimitMiddleware, OutboxWakeMiddleware, RootPathMiddleware
 from api.routes import routers
-from api.tasks import claim_pg
+from api.tasks import claim_mysql, claim_pg
 from shared import __version__
 from shared.bootstrap import bootstrap
 from shared.db import create_engine, session_factory
@@ -61,6 +61,7 @@ def create_app(
         finally:
             await app.state.outbox_notifier.close()
             await claim_pg.close(app)
+            await claim_mysql.close(app)
             await engine.dispose()
 
     app = FastAPI(

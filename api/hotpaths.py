@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import asyncpg
+import pymysql
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -32,7 +33,16 @@ CLAIM_PATH = "/api/v1/tasks/claim"
 TASK_PREFIX = "/api/v1/tasks/"
 JSON_HEADERS = [(b"content-type", b"application/json")]
 # A database that cannot be reached is a 503 to retry, as on the generic path.
-UNAVAILABLE = (asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, OSError)
+UNAVAILABLE = (
+    asyncpg.PostgresConnectionError,
+    # The server shut the connection (57P01 and its kin), or what that left the client in.
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    OSError,
+    # MariaDB: lost or refused connections, lock wait timeouts, deadlocks.
+    pymysql.err.OperationalError,
+)
 
 
 class _Declined:

@@ -80,7 +80,7 @@ def _inline_constant(element: Any) -> Any:
     return None
 
 
-def _bind(value: Any) -> Any:
+def bind_value(value: Any) -> Any:
     # Timestamps are stored as naive UTC (see shared.models.base.UTCDateTime).
     if isinstance(value, datetime) and value.tzinfo is not None:
         return value.astimezone(UTC).replace(tzinfo=None)
@@ -91,7 +91,7 @@ def _sqlite_bind(value: Any) -> Any:
     # As SQLAlchemy stores DateTime on SQLite: text, naive UTC, always with microseconds
     # (so that timestamps compare as text in time order).
     if isinstance(value, datetime):
-        return _bind(value).strftime("%Y-%m-%d %H:%M:%S.%f")
+        return bind_value(value).strftime("%Y-%m-%d %H:%M:%S.%f")
     return value
 
 
@@ -99,7 +99,7 @@ def arguments(
     statement: Executable, params: dict[str, Any], backend: str = "postgresql"
 ) -> tuple[str, list[Any]]:
     sql, names, defaults = compiled(statement, backend)
-    bind = _sqlite_bind if backend == "sqlite" else _bind
+    bind = _sqlite_bind if backend == "sqlite" else bind_value
     return sql, [bind(params[n] if n in params else defaults[n]) for n in names]
 
 
@@ -116,11 +116,3 @@ async def fetch(connection: Any, statement: Executable, **params: Any) -> list[A
 async def execute(connection: Any, statement: Executable, **params: Any) -> None:
     sql, args = arguments(statement, params)
     await connection.execute(sql, *args)
-
-
-async def mysql_fetch(connection: Any, statement: Executable, **params: Any) -> list[Any]:
-    """The same on an aiomysql connection."""
-    sql, args = arguments(statement, params, "mysql")
-    async with connection.cursor() as cursor:
-        await cursor.execute(sql, args)
-        return list(await cursor.fetchall())

@@ -19,17 +19,39 @@ from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, Update, bindparam, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Update,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from api import lookup
+from api.auth.credential import still_holds
 from api.auth.service import Actor
 from api.errors import Forbidden
 from api.tasks.schemas import ClaimRequest
 from api.tasks.visibility import visible_to
 from shared.events.outbox import event_values
-from shared.models import OutboxEvent, Tag, Task, TaskGroupLink, TaskTag, utcnow
+from shared.models import (
+    OutboxEvent,
+    RolePermission,
+    Tag,
+    Task,
+    TaskGroupLink,
+    TaskTag,
+    User,
+    UserRole,
+    utcnow,
+)
 from shared.status import TaskStatus
 from shared.taskevents import emit, lease_until
 
@@ -114,6 +136,21 @@ LOCK_BY_ID = (
     .where(col(Task.id) == bindparam("p_task_id"), col(Task.status) == TaskStatus.queued.value)
     .values(**LOCK_VALUES)
 )
+
+
+@lru_cache(maxsize=4)
+def principal(credential_kind: str) -> Any:
+    """The caller's name, weight and whether one of its roles may claim (1 or 0), when its
+    credential (api/auth/credential.py) still holds; no row when it does not."""
+    claimer = col(RolePermission.permission).in_([literal(p) for p in CLAIMERS])
+    may_claim = func.max(case((claimer, 1), else_=0))
+    return (
+        select(col(User.username), col(User.assignment_weight), may_claim)
+        .outerjoin(UserRole, col(UserRole.user_id) == col(User.id))
+        .outerjoin(RolePermission, col(RolePermission.role_id) == col(UserRole.role_id))
+        .where(still_holds(credential_kind))
+        .group_by(col(User.id))
+    )
 
 
 @dataclass

@@ -12,6 +12,8 @@ holds (with the task, or NULLs when nothing is left) and none when it does not.
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -37,7 +39,7 @@ from sqlmodel import col
 from api.auth.credential import presented, still_holds
 from api.auth.service import AnySelect, invalid_login, revoked
 from api.deps import actor_of
-from api.errors import Forbidden
+from api.errors import APIError, Forbidden
 from api.tasks.claim import (
     CLAIMERS,
     LOCK_VALUES,
@@ -186,6 +188,21 @@ async def raw_pool(app: FastAPI) -> Any:
     return pool
 
 
+@asynccontextmanager
+async def connection(app: FastAPI) -> AsyncIterator[Any]:
+    """A pooled raw connection; one a statement failed on (a dropped connection, a protocol
+    state asyncpg cannot recover) is terminated, so the pool opens a new one in its place."""
+    pool = await raw_pool(app)
+    async with pool.acquire() as raw:
+        try:
+            yield raw
+        except APIError:
+            raise
+        except BaseException:
+            raw.terminate()
+            raise
+
+
 async def _keep(connection: Any) -> None:
     """Nothing to reset between claims: they change no session state, and asyncpg rolls
     back a transaction left open. (The default reset costs a round trip per claim.)"""
@@ -215,9 +232,8 @@ async def claim(request: Request, data: ClaimRequest) -> TaskRead | None:
         "p_project": data.project,
         "p_application_name": data.application_name,
     }
-    pool = await raw_pool(request.app)
     rows: list[Any] = []
-    async with pool.acquire() as raw:
+    async with connection(request.app) as raw:
         for _ in range(2):
             if credential is None:
                 # A Basic password not verified yet, or a credential the user row no longer

@@ -13,50 +13,34 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
 from fastapi import Request
-from sqlalchemy import case, func, literal, select
-from sqlmodel import col
 
-from api.auth.credential import Credential, presented, still_holds
+from api.auth.credential import Credential, presented
 from api.auth.service import AnySelect, invalid_login, revoked
 from api.deps import actor_of
 from api.errors import Forbidden
 from api.tasks.claim import (
-    CLAIMERS,
     NOT_A_CLAIMER,
     OUTBOX_INSERT,
     TASK_COLUMNS,
     Shape,
     claim_returning,
     locked_event,
+    principal,
     task_from_row,
 )
 from api.tasks.read import LINKS, links_from, task_read_from
 from api.tasks.schemas import ClaimRequest, TaskRead
 from shared import precompiled
-from shared.models import RolePermission, User, UserRole, UTCDateTime, utcnow
+from shared.models import UTCDateTime, utcnow
 from shared.status import TaskStatus
 from shared.taskevents import SNAPSHOT, lease_until, snapshot_from, snapshot_params
 
 _DATETIME_COLUMNS = frozenset(
     i for i, c in enumerate(TASK_COLUMNS) if isinstance(c.type, UTCDateTime)
 )
-
-
-@lru_cache(maxsize=4)
-def _principal(credential_kind: str) -> AnySelect:
-    claimer = col(RolePermission.permission).in_([literal(p) for p in CLAIMERS])
-    may_claim = func.max(case((claimer, 1), else_=0))
-    return (
-        select(col(User.username), col(User.assignment_weight), may_claim)
-        .outerjoin(UserRole, col(UserRole.user_id) == col(User.id))
-        .outerjoin(RolePermission, col(RolePermission.role_id) == col(UserRole.role_id))
-        .where(still_holds(credential_kind))
-        .group_by(col(User.id))
-    )
 
 
 def task_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -80,11 +64,11 @@ def _transaction(
 
     conn.execute("BEGIN IMMEDIATE")
     try:
-        principal = fetch(_principal(credential.kind), **credential.params())
-        if not principal:
+        caller = fetch(principal(credential.kind), **credential.params())
+        if not caller:
             conn.execute("ROLLBACK")
             return ("gone", None)
-        username, weight, may_claim = principal[0]
+        username, weight, may_claim = caller[0]
         if not may_claim:
             conn.execute("ROLLBACK")
             return ("forbidden", None)

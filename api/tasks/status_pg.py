@@ -37,7 +37,7 @@ from sqlmodel import col
 from api.auth.credential import Credential, still_holds
 from api.auth.service import Actor
 from api.tasks.claim import EVENT_COLUMNS, TASK_COLUMNS, task_from_row
-from api.tasks.claim_pg import raw_pool
+from api.tasks.claim_pg import connection
 from api.tasks.read import task_read_from
 from api.tasks.schemas import TaskRead
 from api.tasks.transitions import LOCK_ALL, STATUS_ALL
@@ -224,8 +224,7 @@ async def set_status(
     lock_version: int | None,
 ) -> TaskRead | None:
     """The task after the change, or None when the generic path must handle the request."""
-    connection_pool = await raw_pool(request.app)
-    async with connection_pool.acquire() as raw:
+    async with connection(request.app) as raw:
         rows = await precompiled.fetch(
             raw, read_statement(credential.kind), task_id=task_id, **credential.params()
         )

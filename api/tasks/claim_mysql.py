@@ -1,0 +1,370 @@
+"""Claim next on MariaDB/MySQL in one round trip.
+
+MariaDB has no UPDATE ... RETURNING and re-parses every statement it is sent, so the claim
+is one compound statement (`BEGIN NOT ATOMIC ... END`), prepared once per connection and
+run with `EXECUTE ... USING` and the request's values. In one READ COMMITTED transaction
+(SKIP LOCKED under REPEATABLE READ deadlocks) it
+
+1. checks the caller's credential on its user row (active, token version or password hash;
+   api/auth/credential.py) and reads its name, weight and whether one of its roles may claim;
+2. picks the next visible task `FOR UPDATE SKIP LOCKED` and locks it (lease, lock_version,
+   event_sequence), with the generic path's statements (api/tasks/claim.py);
+3. writes the `task.locked` outbox row, its envelope built by MariaDB as
+   shared/events/outbox.py builds it;
+4. answers with one JSON value: the caller's name and whether it may claim,
+   the task's columns, its links and tag ids (one column: parsing result columns costs
+   the client more than the statements cost the server); and commits.
+
+It runs on a small aiomysql pool of the claim's own.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+import aiomysql
+from fastapi import FastAPI, Request
+from pymysql.constants import CLIENT
+from sqlalchemy import String, bindparam, func, insert, literal, literal_column, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.sql import Executable
+from sqlmodel import col
+
+from api.auth.credential import Credential, presented
+from api.auth.service import AnySelect, invalid_login, revoked
+from api.deps import actor_of
+from api.errors import APIError, Forbidden
+from api.tasks.claim import (
+    LOCK_VALUES,
+    NOT_A_CLAIMER,
+    TASK_COLUMNS,
+    Shape,
+    pick,
+    principal,
+    task_from_row,
+)
+from api.tasks.read import task_read_from
+from api.tasks.schemas import ClaimRequest, TaskRead
+from shared import precompiled
+from shared.models import (
+    GroupMember,
+    OutboxEvent,
+    Task,
+    TaskGroupLink,
+    TaskTag,
+    TaskTemplate,
+    TaskUser,
+    UTCDateTime,
+    utcnow,
+)
+from shared.status import TaskStatus
+from shared.taskevents import API, lease_until
+
+POOL_SIZE = 15
+WHO, WEIGHT, MAY, TASK = "v_who", "v_weight", "v_may", "v_task"
+STATEMENT = "taskmanager_claim"
+
+_task: Any = literal_column(TASK)
+_who: Any = literal_column(WHO)
+
+
+def _aggregate(column: Any, *where: Any) -> Any:
+    return select(func.json_arrayagg(column)).where(*where).scalar_subquery()
+
+
+def _envelope() -> Any:
+    """The `task.locked` envelope as shared/events/outbox.py writes it (for `Task`'s row
+    after the lock; its id and time are parameters)."""
+    tags: Any = literal_column(
+        "(SELECT json_arrayagg(tags.name ORDER BY tags.name COLLATE utf8mb4_bin) "
+        "FROM tags JOIN task_tags ON task_tags.tag_id = tags.id "
+        "WHERE task_tags.task_id = tasks.id)"
+    )
+    snapshot = func.json_object(
+        *("id", col(Task.id)),
+        *("uri", func.concat(f"{API}/tasks/", col(Task.id))),
+        *("project", col(Task.project)),
+        "template",
+        select(col(TaskTemplate.label))
+        .where(col(TaskTemplate.id) == col(Task.template_id))
+        .scalar_subquery(),
+        *("status", col(Task.status)),
+        *("previous_status", TaskStatus.queued.value),
+        *("lock_holder", _who),
+        *("lock_version", col(Task.lock_version)),
+        *("tags", func.coalesce(tags, func.json_array())),
+        *("tracking_id", col(Task.tracking_id)),
+        *("callback_url", col(Task.callback_url)),
+        *("taskgroup_id", col(Task.taskgroup_id)),
+    )
+    # Compact, as json.dumps(..., separators=(",", ":")) writes it.
+    return func.json_compact(
+        func.json_object(
+            *("id", bindparam("e_id", type_=String)),
+            *("type", "task.locked"),
+            *("occurred_at", bindparam("e_occurred", type_=String)),
+            *("sequence", col(Task.event_sequence)),
+            *("actor", _who),
+            *("task", snapshot),
+        )
+    )
+
+
+EVENT = insert(OutboxEvent).from_select(
+    ["event_id", "type", "task_id", "sequence", "payload", "occurred_at"],
+    select(
+        bindparam("e_id", type_=String),
+        literal("task.locked"),
+        col(Task.id),
+        col(Task.event_sequence),
+        _envelope(),
+        bindparam("now"),
+    ).where(col(Task.id) == _task),
+)
+
+# Everything the claim answers with, as one JSON array: the caller's name and whether it
+# may claim, the locked task's columns, its users, groups, users via its groups and tag ids.
+FOUND = select(
+    func.json_array(
+        _who,
+        literal_column(MAY) == 1,
+        select(func.json_array(*TASK_COLUMNS)).where(col(Task.id) == _task).scalar_subquery(),
+        _aggregate(col(TaskUser.user_id), col(TaskUser.task_id) == _task),
+        _aggregate(col(TaskGroupLink.group_id), col(TaskGroupLink.task_id) == _task),
+        select(func.json_arrayagg(col(GroupMember.user_id)))
+        .join(TaskGroupLink, col(TaskGroupLink.group_id) == col(GroupMember.group_id))
+        .where(col(TaskGroupLink.task_id) == _task)
+        .scalar_subquery(),
+        _aggregate(col(TaskTag.tag_id), col(TaskTag.task_id) == _task),
+    )
+)
+_DATETIMES = frozenset(i for i, c in enumerate(TASK_COLUMNS) if isinstance(c.type, UTCDateTime))
+
+
+def _into(sql: str, variables: str) -> str:
+    """A SELECT's SQL storing its one row in `variables` (its select list holds no
+    subquery, so the first FROM is its own)."""
+    head, sep, rest = sql.partition("\nFROM ")
+    assert sep, sql
+    return f"{head.rstrip()} INTO {variables}{sep}{rest}"
+
+
+class Block:
+    """A compound statement built from SQLAlchemy statements, with `?` markers for their
+    parameters, and the order in which `EXECUTE ... USING` gives them."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        # Each parameter's name and the value the statement was built with, if any:
+        # constants of different statements may share a generated name.
+        self.slots: list[tuple[str, Any]] = []
+
+    def add(self, statement: Executable, wrap: Any = None) -> Block:
+        sql, names, defaults = precompiled.compiled(statement, "mysql")
+        self.slots.extend((n, defaults.get(n)) for n in names)
+        sql = sql.replace("%s", "?").replace("%%", "%")
+        self.parts.append(wrap(sql) if wrap else sql)
+        return self
+
+    def text(self, raw: str) -> Block:
+        self.parts.append(raw)
+        return self
+
+    @property
+    def sql(self) -> str:
+        body = "".join(f"  {part};\n" for part in self.parts)
+        return f"BEGIN NOT ATOMIC\n{body}END"
+
+    @property
+    def execute(self) -> str:
+        """The EXECUTE statement for pymysql's parameter style."""
+        markers = ", ".join(["%s"] * len(self.slots))
+        return f"EXECUTE {STATEMENT} USING {markers}" if markers else f"EXECUTE {STATEMENT}"
+
+    def arguments(self, params: dict[str, Any]) -> list[Any]:
+        return [precompiled.bind_value(params.get(name, value)) for name, value in self.slots]
+
+
+@lru_cache(maxsize=64)
+def claim_block(shape: Shape, credential_kind: str) -> Block:
+    weight: Any = literal_column(WEIGHT)
+    picked = pick(shape, weight, weight > 0, literal_column(MAY) == 1)
+    lock = update(Task).where(col(Task.id) == _task).values(**LOCK_VALUES)
+    return (
+        Block()
+        .text(f"DECLARE {WHO} VARCHAR(64) DEFAULT NULL")
+        .text(f"DECLARE {WEIGHT} DOUBLE DEFAULT NULL")
+        .text(f"DECLARE {MAY} INT DEFAULT 0")
+        .text(f"DECLARE {TASK} INT DEFAULT NULL")
+        # SELECT ... INTO finding no row leaves the variables as they are.
+        .text("DECLARE CONTINUE HANDLER FOR NOT FOUND BEGIN END")
+        .text("START TRANSACTION")
+        .add(principal(credential_kind), lambda sql: _into(sql, f"{WHO}, {WEIGHT}, {MAY}"))
+        .add(picked, lambda sql: _into(sql, TASK))
+        .add(lock)
+        .add(EVENT)
+        # Last: a statement after COMMIT would open the next transaction (autocommit is
+        # off), and the pool closes connections it gets back inside one.
+        .add(FOUND)
+        .text("COMMIT")
+    )
+
+
+async def pool(app: FastAPI) -> Any:
+    existing = getattr(app.state, "mysql_claim_pool", None)
+    if existing is not None:
+        return existing
+    url = make_url(app.state.settings.async_database_url)
+    created = await aiomysql.create_pool(
+        minsize=1,
+        maxsize=POOL_SIZE,
+        host=url.host or "127.0.0.1",
+        port=url.port or 3306,
+        user=url.username or "root",
+        password=url.password or "",
+        db=url.database or "",
+        charset="utf8mb4",
+        autocommit=False,
+        client_flag=CLIENT.MULTI_STATEMENTS | CLIENT.FOUND_ROWS,
+        init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        pool_recycle=3600,
+    )
+    if getattr(app.state, "mysql_claim_pool", None) is None:
+        app.state.mysql_claim_pool = created
+        return created
+    created.close()  # another request made one meanwhile
+    await created.wait_closed()
+    return app.state.mysql_claim_pool
+
+
+async def close(app: FastAPI) -> None:
+    existing = getattr(app.state, "mysql_claim_pool", None)
+    if existing is not None:
+        app.state.mysql_claim_pool = None
+        existing.close()
+        await existing.wait_closed()
+
+
+async def _results(cursor: Any, sql: str, args: list[Any]) -> list[list[Any]]:
+    """The result sets of a multi-statement batch (statements without rows give none)."""
+    await cursor.execute(sql, args)
+    results = []
+    while True:
+        if cursor.description is not None:
+            results.append(list(await cursor.fetchall()))
+        if not await cursor.nextset():
+            return results
+
+
+Outcome = tuple[str, Any]
+
+
+async def _transaction(
+    connection: Any, credential: Credential, shape: Shape, params: dict[str, Any]
+) -> Outcome:
+    """("gone" | "forbidden" | "empty" | "claimed", ...): the block commits what it did."""
+    block = claim_block(shape, credential.kind)
+    async with connection.cursor() as cursor:
+        if getattr(connection, "taskmanager_block", None) is not block:
+            await cursor.execute(f"PREPARE {STATEMENT} FROM %s", (block.sql,))
+            connection.taskmanager_block = block
+        values = {**params, **credential.params()}
+        (((found,),),) = await _results(cursor, block.execute, block.arguments(values))
+    who, may_claim, row, users, groups, via, tag_ids = json.loads(found)
+    if who is None:
+        return ("gone", None)
+    if not may_claim:
+        return ("forbidden", None)
+    if row is None:
+        return ("empty", None)
+    for i in _DATETIMES:
+        if row[i] is not None:
+            row[i] = datetime.fromisoformat(row[i])
+    links = {
+        "u": sorted(users or []),
+        "g": sorted(groups or []),
+        "v": sorted(set(via or [])),
+        "t": sorted(tag_ids or []),
+    }
+    return ("claimed", (task_from_row(row, precompiled.utc), links))
+
+
+async def claim(request: Request, data: ClaimRequest) -> TaskRead | None:
+    state = request.app.state
+    settings = state.settings
+    authorization = request.headers.get("authorization")
+    credential = presented(settings, state.secret_key, state.credential_cache, authorization)
+    shape = Shape(
+        project=data.project is not None, application_name=data.application_name is not None
+    )
+    now = utcnow()
+    params: dict[str, Any] = {
+        "expires": lease_until(settings.lock_ttl_seconds),
+        "now": now,
+        "e_id": str(uuid.uuid4()),
+        "e_occurred": now.isoformat(),
+        "p_project": data.project,
+        "p_application_name": data.application_name,
+    }
+    async with (await pool(request.app)).acquire() as connection:
+        try:
+            outcome = await _claim_on(request, connection, credential, shape, params)
+        except APIError:
+            raise  # refused before any statement of the claim ran
+        except BaseException:
+            # The connection's state is unknown (a statement failed, or the request was
+            # cancelled with results unread): closed, it leaves the pool, and the server
+            # rolls its transaction back.
+            connection.close()
+            raise
+    kind, value = outcome
+    if kind == "gone":
+        bearer = outcome[1] == "token"
+        raise revoked(settings) if bearer else invalid_login(settings)
+    if kind == "forbidden":
+        raise Forbidden(NOT_A_CLAIMER)
+    if kind == "empty":
+        return None
+    task, links = value
+    return task_read_from(task, links)
+
+
+async def _claim_on(
+    request: Request,
+    connection: Any,
+    credential: Credential | None,
+    shape: Shape,
+    params: dict[str, Any],
+) -> Outcome:
+    """The claim; ("gone", the credential's kind) when the caller cannot be authenticated."""
+    state = request.app.state
+    authorization = request.headers.get("authorization")
+    for _ in range(2):
+        if credential is None:
+            # A Basic password not verified yet, or a credential the user row no longer
+            # accepts: full authentication verifies it (argon2, then cached) or raises the
+            # 401 every other path gives.
+
+            async def fetch(statement: AnySelect, **values: Any) -> list[Any]:
+                sql, args = precompiled.arguments(statement, values, "mysql")
+                async with connection.cursor() as cursor:
+                    await cursor.execute(sql, args)
+                    rows = list(await cursor.fetchall())
+                await connection.rollback()
+                return rows
+
+            await actor_of(request, fetch)
+            credential = presented(
+                state.settings, state.secret_key, state.credential_cache, authorization
+            )
+            if credential is None:
+                return ("gone", None)
+        outcome = await _transaction(connection, credential, shape, params)
+        if outcome[0] != "gone":
+            return outcome
+        kind, credential = credential.kind, None
+    return ("gone", kind)

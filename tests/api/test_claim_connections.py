@@ -1,0 +1,140 @@
+"""The claim's own connections (api/tasks/claim_pg.py, api/tasks/claim_mysql.py).
+
+A plain claim never takes the generic path on any backend, and a claim whose pooled
+connection the database dropped answers 503 (retry) or succeeds, never 500; the next one
+succeeds, and no task is locked without its event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiomysql
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+import api.tasks.claim
+from api.tasks import claim_mysql
+from shared.models import OutboxEvent, Task
+from tests.api.helpers import make_group, make_task, make_template
+from tests.conftest import UserFactory
+
+
+async def _queue(admin: httpx.AsyncClient, make_user: UserFactory, tasks: int) -> httpx.AsyncClient:
+    reader = await make_user("jdoe")
+    await make_template(admin)
+    await make_group(admin, "neuro", ["jdoe"])
+    for _ in range(tasks):
+        await make_task(admin, groups=["neuro"])
+    return reader
+
+
+async def _locked_and_events(app: FastAPI) -> tuple[int, int]:
+    async with app.state.sessions() as session:
+        locked = await session.scalar(select(func.count()).where(Task.status == "locked"))
+        events = await session.scalar(select(func.count()).where(OutboxEvent.type == "task.locked"))
+    return int(locked or 0), int(events or 0)
+
+
+async def test_a_plain_claim_takes_its_backends_own_path(
+    admin: httpx.AsyncClient,
+    make_user: UserFactory,
+    clean_app: FastAPI,
+    backend: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reader = await _queue(admin, make_user, 2)
+
+    async def generic(*_: Any) -> None:
+        raise AssertionError("the generic claim ran")
+
+    monkeypatch.setattr(api.tasks.claim, "claim", generic)
+    for _ in range(2):
+        r = await reader.post("/api/v1/tasks/claim", json={"project": "pinealis"})
+        assert r.status_code == 200, r.text
+    assert (await reader.post("/api/v1/tasks/claim")).status_code == 204
+    assert await _locked_and_events(clean_app) == (2, 2)
+    pools = {
+        "postgresql": getattr(clean_app.state, "claim_pool", None),
+        "mariadb": getattr(clean_app.state, "mysql_claim_pool", None),
+    }
+    # Each server backend claims on a pool of its own; SQLite on the engine's connection.
+    assert {name for name, pool in pools.items() if pool is not None} == (
+        {backend} if backend != "sqlite" else set()
+    )
+
+
+async def _drop_claim_connections(app: FastAPI, backend: str) -> int:
+    """Has the database end the claim pool's idle connections; how many it ended."""
+    url = make_url(app.state.settings.async_database_url)
+    if backend == "mariadb":
+        pool = app.state.mysql_claim_pool
+        ids = [conn.thread_id() for conn in pool._free]
+        admin = await aiomysql.connect(
+            host=url.host, port=url.port or 3306, user=url.username, password=url.password or ""
+        )
+        try:
+            async with admin.cursor() as cursor:
+                for thread_id in ids:
+                    await cursor.execute(f"KILL CONNECTION {int(thread_id)}")
+        finally:
+            admin.close()
+        return len(ids)
+    if backend == "postgresql":
+        pool = app.state.claim_pool
+        pids = [h._con.get_server_pid() for h in pool._holders if h._con is not None]
+        dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        admin = await asyncpg.connect(dsn)
+        try:
+            for pid in pids:
+                await admin.execute("SELECT pg_terminate_backend($1)", pid)
+        finally:
+            await admin.close()
+        return len(pids)
+    # SQLite: the engine's pooled connection is the claim's; dropping it is closing it.
+    await app.state.engine.dispose()
+    return 1
+
+
+async def test_a_claim_on_a_dropped_connection_is_retried_not_a_500(
+    admin: httpx.AsyncClient, make_user: UserFactory, clean_app: FastAPI, backend: str
+) -> None:
+    reader = await _queue(admin, make_user, 6)
+    assert (await reader.post("/api/v1/tasks/claim")).status_code == 200
+    assert await _drop_claim_connections(clean_app, backend) >= 1
+
+    answers = [(await reader.post("/api/v1/tasks/claim")).status_code for _ in range(3)]
+    # The first claim on a dropped connection may fail (503, to retry); none is a 500, and
+    # the pool replaces what was dropped.
+    assert set(answers[:1]) <= {200, 503}, answers
+    assert answers[1:] == [200, 200], answers
+    claimed = 1 + answers.count(200)
+    assert await _locked_and_events(clean_app) == (claimed, claimed)
+    r = await reader.post("/api/v1/tasks/claim")
+    assert r.status_code == 200, r.text
+
+
+def test_the_mariadb_claim_is_one_prepared_block() -> None:
+    from api.tasks.claim import Shape
+
+    block = claim_mysql.claim_block(Shape(project=True), "token")
+    sql = block.sql
+    assert sql.startswith("BEGIN NOT ATOMIC\n")
+    assert sql.endswith("END")
+    # Values pass between statements in local variables, never back through the client.
+    assert "SELECT tasks.id INTO v_task\nFROM tasks" in sql
+    assert sql.count("FOR UPDATE SKIP LOCKED;") == 1
+    assert "INTO v_who, v_weight, v_may\nFROM users" in sql
+    assert "%s" not in sql
+    assert sql.count("?") == len(block.slots)
+    assert block.execute.count("%s") == len(block.slots)
+    args = block.arguments(
+        {"uid": 7, "c_version": 2, "expires": None, "now": None, "p_project": "pinealis"}
+    )
+    assert args.count(7) >= 2
+    assert "pinealis" in args
+    assert "queued" in args
