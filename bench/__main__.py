@@ -27,7 +27,7 @@ from pathlib import Path
 
 from bench import seed, server
 from bench.claim import claim_loop
-from bench.cpu import cores
+from bench.cpu import core_speed_ms, cores
 from bench.load import LoadTool, Watched, find_load_tool, run_load
 from bench.report import Results, caveats, http_line, loop_line, say, summary_table
 
@@ -206,7 +206,8 @@ async def main_async(config: Config) -> int:
     say(
         f"claim benchmark: {config.seconds:g} s per run ({config.short_seconds:g} s on MariaDB "
         f"and SQLite), {cores()} cores, server workers {config.workers}, "
-        f"load generator {tool.describe()}"
+        f"load generator {tool.describe()}; core speed {core_speed_ms():.0f} ms for a fixed "
+        "Python loop (lower is faster)"
     )
     results = Results()
     with tempfile.TemporaryDirectory(prefix="tm-bench-") as tmp:

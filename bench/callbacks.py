@@ -52,7 +52,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bench import seed
-from bench.cpu import cores, cpu_seconds, machine_busy_seconds
+from bench.cpu import core_speed_ms, cores, cpu_seconds, machine_busy_seconds
 from bench.report import Row, say, table
 from bench.server import BIN, ROOT, Server, _clean_environ, _running
 
@@ -723,7 +723,9 @@ def main() -> int:
     say(
         f"delivery benchmark: {TASKS:,} tasks per phase; paced at {RATE:,.0f} done requests/s "
         f"({PACED_CONNECTIONS} connections), then flat out ({CLIENTS} connections); targets "
-        f"with the broker, paced: >= {TARGET_RATE:,.0f} callbacks/s, p99 < {TARGET_P99_MS:,.0f} ms"
+        f"with the broker, paced: >= {TARGET_RATE:,.0f} callbacks/s, "
+        f"p99 < {TARGET_P99_MS:,.0f} ms; core speed {core_speed_ms():.0f} ms for a fixed "
+        "Python loop (lower is faster)"
     )
     results: dict[str, Phase] = {}
     failed = False

@@ -28,9 +28,7 @@ from typing import Any
 
 import aiomysql
 from fastapi import FastAPI, Request
-from pymysql.constants import CLIENT
 from sqlalchemy import String, bindparam, func, insert, literal, literal_column, select, update
-from sqlalchemy.engine import make_url
 from sqlalchemy.sql import Executable
 from sqlmodel import col
 
@@ -218,18 +216,16 @@ async def pool(app: FastAPI) -> Any:
     existing = getattr(app.state, "mysql_claim_pool", None)
     if existing is not None:
         return existing
-    url = make_url(app.state.settings.async_database_url)
+    # Connected as the engine connects (host or socket, credentials, charset, TLS), with
+    # the isolation level set on each new connection rather than per transaction.
+    engine = app.state.engine
+    _, connect = engine.dialect.create_connect_args(engine.url)
+    connect.setdefault("charset", "utf8mb4")
     created = await aiomysql.create_pool(
         minsize=1,
         maxsize=POOL_SIZE,
-        host=url.host or "127.0.0.1",
-        port=url.port or 3306,
-        user=url.username or "root",
-        password=url.password or "",
-        db=url.database or "",
-        charset="utf8mb4",
+        **connect,
         autocommit=False,
-        client_flag=CLIENT.MULTI_STATEMENTS | CLIENT.FOUND_ROWS,
         init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
         pool_recycle=3600,
     )
