@@ -12,6 +12,7 @@ the documented route gives. The routes stay declared in FastAPI for the OpenAPI 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -42,6 +43,8 @@ UNAVAILABLE = (
     OSError,
     # MariaDB: lost or refused connections, lock wait timeouts, deadlocks.
     pymysql.err.OperationalError,
+    # SQLite: a writer lock not had within the busy timeout, a disk error.
+    sqlite3.OperationalError,
 )
 
 

@@ -7,8 +7,8 @@ transaction starts with BEGIN IMMEDIATE). MariaDB/MySQL have no UPDATE ... RETUR
 SELECT ... FOR UPDATE SKIP LOCKED, then the UPDATE, in one READ COMMITTED transaction.
 
 The statements are built once per shape of the request (which filters it has) with bound
-parameters, so that the hot path on PostgreSQL and MariaDB (api/tasks/claim_raw.py) can run the very
-same statements on the raw connection.
+parameters, so that the hot paths (api/tasks/claim_raw.py) can run the very same statements
+on their raw connections.
 """
 
 from __future__ import annotations
@@ -149,7 +149,8 @@ def principal(credential_kind: str) -> Any:
         .outerjoin(UserRole, col(UserRole.user_id) == col(User.id))
         .outerjoin(RolePermission, col(RolePermission.role_id) == col(UserRole.role_id))
         .where(still_holds(credential_kind))
-        .group_by(col(User.id))
+        # All three: MariaDB with ONLY_FULL_GROUP_BY does not see they depend on the key.
+        .group_by(col(User.id), col(User.username), col(User.assignment_weight))
     )
 
 

@@ -20,6 +20,7 @@ It runs on a small aiomysql pool of the claim's own.
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from datetime import datetime
@@ -56,6 +57,7 @@ from shared.models import (
     TaskTag,
     TaskTemplate,
     TaskUser,
+    User,
     UTCDateTime,
     utcnow,
 )
@@ -65,20 +67,21 @@ from shared.taskevents import API, lease_until
 POOL_SIZE = 15
 WHO, WEIGHT, MAY, TASK = "v_who", "v_weight", "v_may", "v_task"
 STATEMENT = "taskmanager_claim"
+_numbers = itertools.count(1)
 
 _task: Any = literal_column(TASK)
 _who: Any = literal_column(WHO)
 
 
 def _aggregate(column: Any, *where: Any) -> Any:
-    return select(func.json_arrayagg(column)).where(*where).scalar_subquery()
+    return select(func.json_arrayagg(column.distinct())).where(*where).scalar_subquery()
 
 
 def _envelope() -> Any:
     """The `task.locked` envelope as shared/events/outbox.py writes it (for `Task`'s row
     after the lock; its id and time are parameters)."""
     tags: Any = literal_column(
-        "(SELECT json_arrayagg(tags.name ORDER BY tags.name COLLATE utf8mb4_bin) "
+        "(SELECT json_arrayagg(tags.name ORDER BY CAST(tags.name AS BINARY)) "
         "FROM tags JOIN task_tags ON task_tags.tag_id = tags.id "
         "WHERE task_tags.task_id = tasks.id)"
     )
@@ -124,23 +127,31 @@ EVENT = insert(OutboxEvent).from_select(
     ).where(col(Task.id) == _task),
 )
 
-# Everything the claim answers with, as one JSON array: the caller's name and whether it
-# may claim, the locked task's columns, its users, groups, users via its groups and tag ids.
+# The columns that may be large, sent as columns of their own (a JSON value longer than
+# max_allowed_packet would be NULL).
+_LARGE = (col(Task.content), col(Task.callback_content))
+_SMALL = [c for c in TASK_COLUMNS if c.name not in {"content", "callback_content"}]
+_LARGE_AT = [i for i, c in enumerate(TASK_COLUMNS) if c.name in {"content", "callback_content"}]
+
+# What the claim answers with: one JSON array (the caller's name and whether it may claim,
+# the locked task's other columns, its users, groups, users via its groups and tag ids),
+# then the task's content and callback content.
 FOUND = select(
     func.json_array(
         _who,
         literal_column(MAY) == 1,
-        select(func.json_array(*TASK_COLUMNS)).where(col(Task.id) == _task).scalar_subquery(),
+        select(func.json_array(*_SMALL)).where(col(Task.id) == _task).scalar_subquery(),
         _aggregate(col(TaskUser.user_id), col(TaskUser.task_id) == _task),
         _aggregate(col(TaskGroupLink.group_id), col(TaskGroupLink.task_id) == _task),
-        select(func.json_arrayagg(col(GroupMember.user_id)))
+        select(func.json_arrayagg(col(GroupMember.user_id).distinct()))
         .join(TaskGroupLink, col(TaskGroupLink.group_id) == col(GroupMember.group_id))
         .where(col(TaskGroupLink.task_id) == _task)
         .scalar_subquery(),
         _aggregate(col(TaskTag.tag_id), col(TaskTag.task_id) == _task),
-    )
+    ),
+    *(select(c).where(col(Task.id) == _task).scalar_subquery() for c in _LARGE),
 )
-_DATETIMES = frozenset(i for i, c in enumerate(TASK_COLUMNS) if isinstance(c.type, UTCDateTime))
+_DATETIMES = frozenset(i for i, c in enumerate(_SMALL) if isinstance(c.type, UTCDateTime))
 
 
 def _into(sql: str, variables: str) -> str:
@@ -156,6 +167,8 @@ class Block:
     parameters, and the order in which `EXECUTE ... USING` gives them."""
 
     def __init__(self) -> None:
+        # A name of its own: callers of different kinds on one connection keep theirs.
+        self.name = f"{STATEMENT}_{next(_numbers)}"
         self.parts: list[str] = []
         # Each parameter's name and the value the statement was built with, if any:
         # constants of different statements may share a generated name.
@@ -181,7 +194,7 @@ class Block:
     def execute(self) -> str:
         """The EXECUTE statement for pymysql's parameter style."""
         markers = ", ".join(["%s"] * len(self.slots))
-        return f"EXECUTE {STATEMENT} USING {markers}" if markers else f"EXECUTE {STATEMENT}"
+        return f"EXECUTE {self.name} USING {markers}" if markers else f"EXECUTE {self.name}"
 
     def arguments(self, params: dict[str, Any]) -> list[Any]:
         return [precompiled.bind_value(params.get(name, value)) for name, value in self.slots]
@@ -194,7 +207,7 @@ def claim_block(shape: Shape, credential_kind: str) -> Block:
     lock = update(Task).where(col(Task.id) == _task).values(**LOCK_VALUES)
     return (
         Block()
-        .text(f"DECLARE {WHO} VARCHAR(64) DEFAULT NULL")
+        .text(f"DECLARE {WHO} TYPE OF {User.__tablename__}.username DEFAULT NULL")
         .text(f"DECLARE {WEIGHT} DOUBLE DEFAULT NULL")
         .text(f"DECLARE {MAY} INT DEFAULT 0")
         .text(f"DECLARE {TASK} INT DEFAULT NULL")
@@ -226,7 +239,10 @@ async def pool(app: FastAPI) -> Any:
         maxsize=POOL_SIZE,
         **connect,
         autocommit=False,
-        init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        # JSON_ARRAYAGG is capped by group_concat_max_len (1 MiB by default).
+        init_command=(
+            "SET SESSION tx_isolation = 'READ-COMMITTED', SESSION group_concat_max_len = 67108864"
+        ),
         pool_recycle=3600,
     )
     if getattr(app.state, "mysql_claim_pool", None) is None:
@@ -265,11 +281,14 @@ async def _transaction(
     """("gone" | "forbidden" | "empty" | "claimed", ...): the block commits what it did."""
     block = claim_block(shape, credential.kind)
     async with connection.cursor() as cursor:
-        if getattr(connection, "taskmanager_block", None) is not block:
-            await cursor.execute(f"PREPARE {STATEMENT} FROM %s", (block.sql,))
-            connection.taskmanager_block = block
+        prepared: set[str] | None = getattr(connection, "taskmanager_prepared", None)
+        if prepared is None:
+            prepared = connection.taskmanager_prepared = set()
+        if block.name not in prepared:
+            await cursor.execute(f"PREPARE {block.name} FROM %s", (block.sql,))
+            prepared.add(block.name)
         values = {**params, **credential.params()}
-        (((found,),),) = await _results(cursor, block.execute, block.arguments(values))
+        (((found, *large),),) = await _results(cursor, block.execute, block.arguments(values))
     who, may_claim, row, users, groups, via, tag_ids = json.loads(found)
     if who is None:
         return ("gone", None)
@@ -280,10 +299,12 @@ async def _transaction(
     for i in _DATETIMES:
         if row[i] is not None:
             row[i] = datetime.fromisoformat(row[i])
+    for i, value in zip(_LARGE_AT, large, strict=True):
+        row.insert(i, value)
     links = {
         "u": sorted(users or []),
         "g": sorted(groups or []),
-        "v": sorted(set(via or [])),
+        "v": sorted(via or []),
         "t": sorted(tag_ids or []),
     }
     return ("claimed", (task_from_row(row, precompiled.utc), links))
@@ -306,17 +327,24 @@ async def claim(request: Request, data: ClaimRequest) -> TaskRead | None:
         "p_project": data.project,
         "p_application_name": data.application_name,
     }
-    async with (await pool(request.app)).acquire() as connection:
-        try:
-            outcome = await _claim_on(request, connection, credential, shape, params)
-        except APIError:
-            raise  # refused before any statement of the claim ran
-        except BaseException:
-            # The connection's state is unknown (a statement failed, or the request was
-            # cancelled with results unread): closed, it leaves the pool, and the server
-            # rolls its transaction back.
-            connection.close()
-            raise
+    connections = await pool(request.app)
+    connection = await connections.acquire()
+    try:
+        outcome = await _claim_on(request, connection, credential, shape, params)
+    except APIError:
+        raise  # refused before any statement of the claim ran
+    except BaseException:
+        # The connection's state is unknown (a statement failed, or the request was
+        # cancelled with results unread): closed, it leaves the pool, and the server rolls
+        # its transaction back.
+        connection.close()
+        raise
+    finally:
+        connections.release(connection)
+        if connection.closed:
+            # aiomysql wakes no waiting request when a closed connection comes back; one
+            # woken here opens a new connection in its place.
+            await connections._wakeup()
     kind, value = outcome
     if kind == "gone":
         bearer = outcome[1] == "token"

@@ -11,6 +11,7 @@ holds (with the task, or NULLs when nothing is left) and none when it does not.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -39,7 +40,7 @@ from sqlmodel import col
 from api.auth.credential import presented, still_holds
 from api.auth.service import AnySelect, invalid_login, revoked
 from api.deps import actor_of
-from api.errors import APIError, Forbidden
+from api.errors import Forbidden
 from api.tasks.claim import (
     CLAIMERS,
     LOCK_VALUES,
@@ -188,17 +189,26 @@ async def raw_pool(app: FastAPI) -> Any:
     return pool
 
 
+BROKEN = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    OSError,
+    asyncio.CancelledError,
+)
+
+
 @asynccontextmanager
 async def connection(app: FastAPI) -> AsyncIterator[Any]:
-    """A pooled raw connection; one a statement failed on (a dropped connection, a protocol
-    state asyncpg cannot recover) is terminated, so the pool opens a new one in its place."""
+    """A pooled raw connection; one lost or left in a state asyncpg cannot recover from (a
+    dropped connection, a cancelled request) is terminated, so the pool opens a new one in
+    its place. (After an error the server reported, the pool's reset rolls back as usual.)"""
     pool = await raw_pool(app)
     async with pool.acquire() as raw:
         try:
             yield raw
-        except APIError:
-            raise
-        except BaseException:
+        except BROKEN:
             raw.terminate()
             raise
 

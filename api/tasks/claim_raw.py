@@ -1,10 +1,11 @@
 """Claim next, the hot path: written for the database it runs on.
 
 PostgreSQL runs the whole claim as one statement (api/tasks/claim_pg.py); SQLite as one
-function on the connection's thread (api/tasks/claim_sqlite.py); MariaDB/MySQL as two
-multi-statement batches (api/tasks/claim_mysql.py). Claims that filter by template, group
-or tags resolve those references through the ORM and take the generic path
-(api/tasks/claim.py).
+function on the connection's thread (api/tasks/claim_sqlite.py); MariaDB as one prepared
+compound statement (api/tasks/claim_mysql.py). Claims that filter by template, group or
+tags resolve those references through the ORM and take the generic path
+(api/tasks/claim.py), as every claim on MySQL does (no compound statements outside stored
+programs there).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from api.tasks.schemas import ClaimRequest, TaskRead
 
 
 def applies(app: FastAPI, data: ClaimRequest) -> bool:
-    """No reference to resolve."""
+    """No reference to resolve, on a database with a fast path."""
+    dialect = app.state.engine.dialect
     return (
-        app.state.engine.dialect.name in ("postgresql", "mysql", "sqlite")
+        (dialect.name in ("postgresql", "sqlite") or bool(getattr(dialect, "is_mariadb", False)))
         and data.template is None
         and data.group is None
         and not data.tags

@@ -1,12 +1,14 @@
 """The claim's own connections (api/tasks/claim_pg.py, api/tasks/claim_mysql.py).
 
-A plain claim never takes the generic path on any backend, and a claim whose pooled
-connection the database dropped answers 503 (retry) or succeeds, never 500; the next one
-succeeds, and no task is locked without its event.
+A plain claim never takes the generic path on any backend; a claim whose connection is lost
+(idle in the pool, or in the middle of the claim) answers 503 (retry) or succeeds, never
+500; the next one succeeds, and no task is locked without its event.
 """
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from typing import Any
 
 import aiomysql
@@ -18,9 +20,10 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 import api.tasks.claim
-from api.tasks import claim_mysql
+from api.tasks import claim_mysql, claim_pg, claim_sqlite
+from shared import precompiled
 from shared.models import OutboxEvent, Task
-from tests.api.helpers import make_group, make_task, make_template
+from tests.api.helpers import events, make_group, make_task, make_template
 from tests.conftest import UserFactory
 
 
@@ -118,23 +121,89 @@ async def test_a_claim_on_a_dropped_connection_is_retried_not_a_500(
     assert r.status_code == 200, r.text
 
 
-def test_the_mariadb_claim_is_one_prepared_block() -> None:
-    from api.tasks.claim import Shape
+async def _end_own_connection(app: FastAPI, backend: str, connection: Any) -> None:
+    """Has the database end `connection` (a claim's, checked out) from another session."""
+    url = make_url(app.state.settings.async_database_url)
+    if backend == "mariadb":
+        admin = await aiomysql.connect(
+            host=url.host, port=url.port or 3306, user=url.username, password=url.password or ""
+        )
+        try:
+            async with admin.cursor() as cursor:
+                await cursor.execute(f"KILL CONNECTION {int(connection.thread_id())}")
+        finally:
+            admin.close()
+        return
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute("SELECT pg_terminate_backend($1)", connection.get_server_pid())
+    finally:
+        await admin.close()
 
-    block = claim_mysql.claim_block(Shape(project=True), "token")
-    sql = block.sql
-    assert sql.startswith("BEGIN NOT ATOMIC\n")
-    assert sql.endswith("END")
-    # Values pass between statements in local variables, never back through the client.
-    assert "SELECT tasks.id INTO v_task\nFROM tasks" in sql
-    assert sql.count("FOR UPDATE SKIP LOCKED;") == 1
-    assert "INTO v_who, v_weight, v_may\nFROM users" in sql
-    assert "%s" not in sql
-    assert sql.count("?") == len(block.slots)
-    assert block.execute.count("%s") == len(block.slots)
-    args = block.arguments(
-        {"uid": 7, "c_version": 2, "expires": None, "now": None, "p_project": "pinealis"}
-    )
-    assert args.count(7) >= 2
-    assert "pinealis" in args
-    assert "queued" in args
+
+async def test_a_claim_whose_connection_is_lost_midway_is_a_503(
+    admin: httpx.AsyncClient,
+    make_user: UserFactory,
+    clean_app: FastAPI,
+    backend: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reader = await _queue(admin, make_user, 4)
+    failures = []
+    if backend == "mariadb":
+        transaction = claim_mysql._transaction
+
+        async def lose_mariadb(connection: Any, *args: Any) -> Any:
+            if not failures:
+                failures.append(connection)
+                await _end_own_connection(clean_app, backend, connection)
+            return await transaction(connection, *args)
+
+        monkeypatch.setattr(claim_mysql, "_transaction", lose_mariadb)
+    elif backend == "postgresql":
+        fetch = precompiled.fetch
+
+        async def lose_postgresql(connection: Any, *args: Any, **params: Any) -> Any:
+            if not failures:
+                failures.append(connection)
+                await _end_own_connection(clean_app, backend, connection)
+            return await fetch(connection, *args, **params)
+
+        monkeypatch.setattr(claim_pg.precompiled, "fetch", lose_postgresql)
+    else:
+        sqlite_transaction = claim_sqlite._transaction
+
+        def locked_out(*args: Any) -> Any:
+            # SQLite's writer lock not had within the busy timeout.
+            if not failures:
+                failures.append(args[0])
+                raise sqlite3.OperationalError("database is locked")
+            return sqlite_transaction(*args)
+
+        monkeypatch.setattr(claim_sqlite, "_transaction", locked_out)
+
+    r = await reader.post("/api/v1/tasks/claim")
+    assert r.status_code == 503, r.text
+    assert r.headers["retry-after"] == "1"
+    assert len(failures) == 1
+    # The pool replaces the lost connection; nothing was locked without its event.
+    for _ in range(2):
+        r = await reader.post("/api/v1/tasks/claim")
+        assert r.status_code == 200, r.text
+    assert await _locked_and_events(clean_app) == (2, 2)
+
+
+async def test_claim_events_list_tags_in_code_point_order(
+    admin: httpx.AsyncClient, make_user: UserFactory, clean_app: FastAPI
+) -> None:
+    reader = await _queue(admin, make_user, 0)
+    # Distinct also where names compare case- and accent-insensitively (MariaDB's default).
+    tags = ["b", "A", "\u00e9cole", "_x", "Z9"]
+    created = await make_task(admin, groups=["neuro"], tags=tags)
+    r = await reader.post("/api/v1/tasks/claim")
+    assert r.status_code == 200, r.text
+    assert r.json()["id"] == created["id"]
+    (locked,) = [e for e in await events(clean_app, created["id"]) if e.type == "task.locked"]
+    # As Python's sorted() orders them (and every other path writes them).
+    assert json.loads(locked.payload)["task"]["tags"] == sorted(tags)
