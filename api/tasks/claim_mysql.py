@@ -23,6 +23,8 @@ from __future__ import annotations
 import itertools
 import json
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -166,9 +168,9 @@ class Block:
     """A compound statement built from SQLAlchemy statements, with `?` markers for their
     parameters, and the order in which `EXECUTE ... USING` gives them."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = STATEMENT) -> None:
         # A name of its own: callers of different kinds on one connection keep theirs.
-        self.name = f"{STATEMENT}_{next(_numbers)}"
+        self.name = f"{prefix}_{next(_numbers)}"
         self.parts: list[str] = []
         # Each parameter's name and the value the statement was built with, if any:
         # constants of different statements may share a generated name.
@@ -253,6 +255,28 @@ async def pool(app: FastAPI) -> Any:
     return app.state.mysql_claim_pool
 
 
+@asynccontextmanager
+async def connection(app: FastAPI) -> AsyncIterator[Any]:
+    """A pooled connection. After an unexpected error its state is unknown (a statement
+    failed, or the request was cancelled with results unread): it is closed, so it leaves
+    the pool, and the server rolls its transaction back."""
+    connections = await pool(app)
+    raw = await connections.acquire()
+    try:
+        yield raw
+    except APIError:
+        raise  # refused before any statement ran, or after all had
+    except BaseException:
+        raw.close()
+        raise
+    finally:
+        connections.release(raw)
+        if raw.closed:
+            # aiomysql wakes no waiting request when a closed connection comes back; one
+            # woken here opens a new connection in its place.
+            await connections._wakeup()
+
+
 async def close(app: FastAPI) -> None:
     existing = getattr(app.state, "mysql_claim_pool", None)
     if existing is not None:
@@ -261,7 +285,17 @@ async def close(app: FastAPI) -> None:
         await existing.wait_closed()
 
 
-async def _results(cursor: Any, sql: str, args: list[Any]) -> list[list[Any]]:
+async def prepare(cursor: Any, connection: Any, block: Block) -> None:
+    """Prepares `block` on `connection`, unless it is already."""
+    prepared: set[str] | None = getattr(connection, "taskmanager_prepared", None)
+    if prepared is None:
+        prepared = connection.taskmanager_prepared = set()
+    if block.name not in prepared:
+        await cursor.execute(f"PREPARE {block.name} FROM %s", (block.sql,))
+        prepared.add(block.name)
+
+
+async def results(cursor: Any, sql: str, args: list[Any]) -> list[list[Any]]:
     """The result sets of a multi-statement batch (statements without rows give none)."""
     await cursor.execute(sql, args)
     results = []
@@ -281,14 +315,9 @@ async def _transaction(
     """("gone" | "forbidden" | "empty" | "claimed", ...): the block commits what it did."""
     block = claim_block(shape, credential.kind)
     async with connection.cursor() as cursor:
-        prepared: set[str] | None = getattr(connection, "taskmanager_prepared", None)
-        if prepared is None:
-            prepared = connection.taskmanager_prepared = set()
-        if block.name not in prepared:
-            await cursor.execute(f"PREPARE {block.name} FROM %s", (block.sql,))
-            prepared.add(block.name)
+        await prepare(cursor, connection, block)
         values = {**params, **credential.params()}
-        (((found, *large),),) = await _results(cursor, block.execute, block.arguments(values))
+        (((found, *large),),) = await results(cursor, block.execute, block.arguments(values))
     who, may_claim, row, users, groups, via, tag_ids = json.loads(found)
     if who is None:
         return ("gone", None)
@@ -327,24 +356,8 @@ async def claim(request: Request, data: ClaimRequest) -> TaskRead | None:
         "p_project": data.project,
         "p_application_name": data.application_name,
     }
-    connections = await pool(request.app)
-    connection = await connections.acquire()
-    try:
-        outcome = await _claim_on(request, connection, credential, shape, params)
-    except APIError:
-        raise  # refused before any statement of the claim ran
-    except BaseException:
-        # The connection's state is unknown (a statement failed, or the request was
-        # cancelled with results unread): closed, it leaves the pool, and the server rolls
-        # its transaction back.
-        connection.close()
-        raise
-    finally:
-        connections.release(connection)
-        if connection.closed:
-            # aiomysql wakes no waiting request when a closed connection comes back; one
-            # woken here opens a new connection in its place.
-            await connections._wakeup()
+    async with connection(request.app) as raw:
+        outcome = await _claim_on(request, raw, credential, shape, params)
     kind, value = outcome
     if kind == "gone":
         bearer = outcome[1] == "token"

@@ -21,7 +21,7 @@ from api.deps import (
 from api.errors import Unprocessable, problem_responses
 from api.groups.service import get_visible_group
 from api.refs import MAX_ID
-from api.tasks import bulk, claim, service, status_pg, status_sqlite, transitions
+from api.tasks import bulk, claim, service, status_mysql, status_pg, status_sqlite, transitions
 from api.tasks.read import read_lock, read_task, summaries
 from api.tasks.schemas import (
     BulkCreate,
@@ -207,7 +207,9 @@ async def fast_status_change(
 ) -> TaskRead | None:
     state = request.app.state
     backend = state.engine.dialect.name
-    if backend not in ("postgresql", "sqlite") or not 0 < task_id <= MAX_ID:
+    if getattr(state.engine.dialect, "is_mariadb", False):
+        backend = "mariadb"
+    if backend not in ("postgresql", "sqlite", "mariadb") or not 0 < task_id <= MAX_ID:
         return None
     if not request.headers.get("content-type", "").startswith("application/json"):
         return None
@@ -224,6 +226,8 @@ async def fast_status_change(
         return None
     if backend == "postgresql":
         return await status_pg.set_status(request, credential, task_id, *simple)
+    if backend == "mariadb":
+        return await status_mysql.set_status(request, credential, task_id, *simple)
     return await status_sqlite.set_status(request, credential, task_id, *simple)
 
 
@@ -232,7 +236,7 @@ async def status_change(
 ) -> AsyncIterator[StatusChange]:
     """The request's session and caller, as SessionDep and CurrentActor give them (a
     dependency, so that a bad credential is refused before the body is read). A status-only
-    change on PostgreSQL or SQLite never gets here when `fast_status_change` (run by
+    change on PostgreSQL, MariaDB or SQLite never gets here when `fast_status_change` (run by
     api/hotpaths.py) could make it."""
     async with unit_of_work(request) as session:
         yield StatusChange(

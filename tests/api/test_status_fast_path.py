@@ -1,9 +1,9 @@
-"""A status change's hot path (two statements on PostgreSQL) answers as the generic path does.
+"""A status change's hot path (two round trips on PostgreSQL and MariaDB) answers as the
+generic path does.
 
 Each scenario runs twice on twin tasks: once as the API serves it, once with the hot path
-switched off, and the responses and the events written must be the same. On PostgreSQL and
-SQLite the test also checks which steps the hot path served itself; on MariaDB both runs
-take the generic path.
+switched off, and the responses and the events written must be the same. The test also
+checks which steps the hot path served itself.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from api.tasks import status_pg, status_sqlite
+from api.tasks import status_mysql, status_pg, status_sqlite
 from tests.api.helpers import events, expire_lock, make_group, make_task, make_template
 from tests.conftest import READER_PASSWORD, UserFactory
 
@@ -87,10 +87,14 @@ async def _compare(
 ) -> None:
     """Run `steps` on two twin task sets, hot path on then off; the outcomes must match.
 
-    `served` lists the steps that the hot path answers itself on PostgreSQL and SQLite.
+    `served` lists the steps that the hot path answers itself.
     """
     hits: list[bool] = []
-    original = status_pg.set_status if backend == "postgresql" else status_sqlite.set_status
+    original = {
+        "postgresql": status_pg.set_status,
+        "mariadb": status_mysql.set_status,
+        "sqlite": status_sqlite.set_status,
+    }[backend]
 
     async def counted(*args: Any) -> Any:
         result = await original(*args)
@@ -101,6 +105,7 @@ async def _compare(
     calls: list[int] = []
     with monkeypatch.context() as patch:
         patch.setattr(status_pg, "set_status", counted)
+        patch.setattr(status_mysql, "set_status", counted)
         patch.setattr(status_sqlite, "set_status", counted)
         fast: list[Any] = []
         for n, step in enumerate(steps):
@@ -114,7 +119,7 @@ async def _compare(
         slow, _ = await _run(app, clients, second, steps, setup)
     assert fast == slow
     assert await _events_of(app, first) == await _events_of(app, second)
-    assert calls == (served if backend in ("postgresql", "sqlite") else [])
+    assert calls == served
 
 
 async def _nothing(ids: list[int]) -> None:

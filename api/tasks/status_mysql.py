@@ -1,0 +1,193 @@
+"""A status change (`PUT /tasks/{id}` `{"status": "done"}`) on MariaDB in two round trips.
+
+As on PostgreSQL (api/tasks/status_pg.py): one SELECT checks the caller's credential on its
+user row and reads its permissions, the task, whether the caller reaches it, and what the
+event and TaskGet need, as one JSON value (the large columns beside it); the decision is
+made in Python by the same code; then one prepared compound statement makes the generic
+path's compare-and-set on `event_sequence` and, only when it changed the task, writes the
+outbox row, and commits. Anything else returns None and the generic path answers.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from fastapi import Request
+from sqlalchemy import Select, bindparam, func, insert, literal_column, select
+from sqlmodel import col
+
+from api.auth.credential import Credential, still_holds
+from api.tasks.claim import EVENT_COLUMNS, TASK_COLUMNS, task_from_row
+from api.tasks.claim_mysql import Block, connection, prepare, results
+from api.tasks.read import task_read_from
+from api.tasks.schemas import TaskRead
+from api.tasks.status_pg import COMPARE_AND_SET, _actor, changed_task, decide
+from api.tasks.visibility import reachable_by
+from shared import precompiled
+from shared.events.outbox import event_values
+from shared.models import (
+    GroupMember,
+    OutboxEvent,
+    RolePermission,
+    Tag,
+    Task,
+    TaskGroupLink,
+    TaskTag,
+    TaskTemplate,
+    TaskUser,
+    User,
+    UserRole,
+    UTCDateTime,
+)
+from shared.status import TaskStatus, Transition
+from shared.taskevents import snapshot_of
+
+_LARGE_NAMES = {"content", "callback_content"}
+_SMALL = [c for c in TASK_COLUMNS if c.name not in _LARGE_NAMES]
+_LARGE = [c for c in TASK_COLUMNS if c.name in _LARGE_NAMES]
+_LARGE_AT = [i for i, c in enumerate(TASK_COLUMNS) if c.name in _LARGE_NAMES]
+_DATETIMES = frozenset(i for i, c in enumerate(_SMALL) if isinstance(c.type, UTCDateTime))
+CHANGED = "v_changed"
+
+
+def _aggregate(column: Any, *where: Any) -> Any:
+    return select(func.json_arrayagg(column.distinct())).where(*where).scalar_subquery()
+
+
+@lru_cache(maxsize=4)
+def read_statement(credential_kind: str) -> Select[Any]:
+    """[[name, [permissions]] or null, [task columns..., reachable, label, tag names, tag
+    ids, users, groups, via] or null], then the task's content and callback content."""
+    principal = (
+        select(
+            func.json_array(col(User.username), func.json_arrayagg(col(RolePermission.permission)))
+        )
+        .outerjoin(UserRole, col(UserRole.user_id) == col(User.id))
+        .outerjoin(RolePermission, col(RolePermission.role_id) == col(UserRole.role_id))
+        .where(still_holds(credential_kind))
+        .group_by(col(User.id), col(User.username))
+        .scalar_subquery()
+    )
+    task_id = col(Task.id)
+    found = (
+        select(
+            func.json_array(
+                *_SMALL,
+                reachable_by(bindparam("uid")),
+                select(col(TaskTemplate.label))
+                .where(col(TaskTemplate.id) == col(Task.template_id))
+                .scalar_subquery(),
+                select(func.json_arrayagg(col(Tag.name)))
+                .join(TaskTag, col(TaskTag.tag_id) == col(Tag.id))
+                .where(col(TaskTag.task_id) == task_id)
+                .scalar_subquery(),
+                _aggregate(col(TaskTag.tag_id), col(TaskTag.task_id) == task_id),
+                _aggregate(col(TaskUser.user_id), col(TaskUser.task_id) == task_id),
+                _aggregate(col(TaskGroupLink.group_id), col(TaskGroupLink.task_id) == task_id),
+                select(func.json_arrayagg(col(GroupMember.user_id).distinct()))
+                .join(TaskGroupLink, col(TaskGroupLink.group_id) == col(GroupMember.group_id))
+                .where(col(TaskGroupLink.task_id) == task_id)
+                .scalar_subquery(),
+            )
+        )
+        .where(task_id == bindparam("task_id"))
+        .scalar_subquery()
+    )
+    large = (
+        select(c).where(col(Task.id) == bindparam("task_id")).scalar_subquery() for c in _LARGE
+    )
+    return select(func.json_array(principal, found), *large)
+
+
+@lru_cache(maxsize=1)
+def write_block() -> Block:
+    """The compare-and-set; the outbox row only when it changed the task; 1 or 0."""
+    columns = OutboxEvent.__table__.c  # type: ignore[attr-defined]
+    event = insert(OutboxEvent).values(
+        {n: bindparam(f"v_{n}", type_=columns[n].type) for n in EVENT_COLUMNS}
+    )
+    return (
+        Block("taskmanager_status")
+        .text(f"DECLARE {CHANGED} INT DEFAULT 0")
+        .text("START TRANSACTION")
+        .add(COMPARE_AND_SET)
+        .text(f"SET {CHANGED} = ROW_COUNT()")
+        .add(event, lambda sql: f"IF {CHANGED} = 1 THEN\n    {sql};\n  END IF")
+        .add(select(literal_column(CHANGED)))
+        .text("COMMIT")
+    )
+
+
+async def set_status(
+    request: Request,
+    credential: Credential,
+    task_id: int,
+    target: TaskStatus,
+    lock_version: int | None,
+) -> TaskRead | None:
+    """The task after the change, or None when the generic path must handle the request."""
+    async with connection(request.app) as raw:
+        async with raw.cursor() as cursor:
+            sql, args = precompiled.arguments(
+                read_statement(credential.kind),
+                {"task_id": task_id, **credential.params()},
+                "mysql",
+            )
+            await cursor.execute(sql, args)
+            ((found, *large),) = await cursor.fetchall()
+        await raw.rollback()
+        caller, row = json.loads(found)
+        if caller is None or row is None:
+            return None  # a credential to verify again, or no such task: 404
+        n = len(_SMALL)
+        for i in _DATETIMES:
+            if row[i] is not None:
+                row[i] = datetime.fromisoformat(row[i])
+        columns = row[:n]
+        for i, value in zip(_LARGE_AT, large, strict=True):
+            columns.insert(i, value)
+        task = task_from_row(columns, precompiled.utc)
+        reachable, label, tag_names, tag_ids, users, groups, via = row[n:]
+        actor = _actor(credential, caller[0], caller[1] or [])
+        if lock_version is not None and lock_version != task.lock_version:
+            return None  # 409, stale lock_version
+        kind = decide(actor, task, bool(reachable), target)
+        if kind is None:
+            return None
+        if kind != Transition.none:
+            ttl = request.app.state.settings.lock_ttl_seconds
+            after, event_type, holder = changed_task(task, actor, kind, target, ttl)
+            event = event_values(
+                event_type,
+                actor=actor.username,
+                snapshot=snapshot_of(after, label, list(tag_names or []), holder, task.status),
+                task_id=task_id,
+                sequence=after.event_sequence,
+            )
+            block = write_block()
+            values = {
+                "task_id": task_id,
+                "seq": task.event_sequence,
+                "status": after.status,
+                "holder": after.lock_holder_id,
+                "expires": after.lock_expires_at,
+                "version": after.lock_version,
+                "now": after.update_time,
+                **{f"v_{name}": event[name] for name in EVENT_COLUMNS},
+            }
+            async with raw.cursor() as cursor:
+                await prepare(cursor, raw, block)
+                (((changed,),),) = await results(cursor, block.execute, block.arguments(values))
+            if not int(changed):
+                return None  # changed meanwhile: the generic path reads it again
+            task = after
+    links = {
+        "u": sorted(users or []),
+        "g": sorted(groups or []),
+        "v": sorted(via or []),
+        "t": sorted(tag_ids or []),
+    }
+    return task_read_from(task, links)
