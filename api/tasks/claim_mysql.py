@@ -75,7 +75,7 @@ _task: Any = literal_column(TASK)
 _who: Any = literal_column(WHO)
 
 
-def _aggregate(column: Any, *where: Any) -> Any:
+def aggregate(column: Any, *where: Any) -> Any:
     return select(func.json_arrayagg(column.distinct())).where(*where).scalar_subquery()
 
 
@@ -131,9 +131,9 @@ EVENT = insert(OutboxEvent).from_select(
 
 # The columns that may be large, sent as columns of their own (a JSON value longer than
 # max_allowed_packet would be NULL).
-_LARGE = (col(Task.content), col(Task.callback_content))
-_SMALL = [c for c in TASK_COLUMNS if c.name not in {"content", "callback_content"}]
-_LARGE_AT = [i for i, c in enumerate(TASK_COLUMNS) if c.name in {"content", "callback_content"}]
+LARGE_COLUMNS = (col(Task.content), col(Task.callback_content))
+SMALL_COLUMNS = [c for c in TASK_COLUMNS if c.name not in {"content", "callback_content"}]
+LARGE_AT = [i for i, c in enumerate(TASK_COLUMNS) if c.name in {"content", "callback_content"}]
 
 # What the claim answers with: one JSON array (the caller's name and whether it may claim,
 # the locked task's other columns, its users, groups, users via its groups and tag ids),
@@ -142,18 +142,18 @@ FOUND = select(
     func.json_array(
         _who,
         literal_column(MAY) == 1,
-        select(func.json_array(*_SMALL)).where(col(Task.id) == _task).scalar_subquery(),
-        _aggregate(col(TaskUser.user_id), col(TaskUser.task_id) == _task),
-        _aggregate(col(TaskGroupLink.group_id), col(TaskGroupLink.task_id) == _task),
+        select(func.json_array(*SMALL_COLUMNS)).where(col(Task.id) == _task).scalar_subquery(),
+        aggregate(col(TaskUser.user_id), col(TaskUser.task_id) == _task),
+        aggregate(col(TaskGroupLink.group_id), col(TaskGroupLink.task_id) == _task),
         select(func.json_arrayagg(col(GroupMember.user_id).distinct()))
         .join(TaskGroupLink, col(TaskGroupLink.group_id) == col(GroupMember.group_id))
         .where(col(TaskGroupLink.task_id) == _task)
         .scalar_subquery(),
-        _aggregate(col(TaskTag.tag_id), col(TaskTag.task_id) == _task),
+        aggregate(col(TaskTag.tag_id), col(TaskTag.task_id) == _task),
     ),
-    *(select(c).where(col(Task.id) == _task).scalar_subquery() for c in _LARGE),
+    *(select(c).where(col(Task.id) == _task).scalar_subquery() for c in LARGE_COLUMNS),
 )
-_DATETIMES = frozenset(i for i, c in enumerate(_SMALL) if isinstance(c.type, UTCDateTime))
+DATETIMES_AT = frozenset(i for i, c in enumerate(SMALL_COLUMNS) if isinstance(c.type, UTCDateTime))
 
 
 def _into(sql: str, variables: str) -> str:
@@ -325,10 +325,10 @@ async def _transaction(
         return ("forbidden", None)
     if row is None:
         return ("empty", None)
-    for i in _DATETIMES:
+    for i in DATETIMES_AT:
         if row[i] is not None:
             row[i] = datetime.fromisoformat(row[i])
-    for i, value in zip(_LARGE_AT, large, strict=True):
+    for i, value in zip(LARGE_AT, large, strict=True):
         row.insert(i, value)
     links = {
         "u": sorted(users or []),

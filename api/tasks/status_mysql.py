@@ -20,8 +20,18 @@ from sqlalchemy import Select, bindparam, func, insert, literal_column, select
 from sqlmodel import col
 
 from api.auth.credential import Credential, still_holds
-from api.tasks.claim import EVENT_COLUMNS, TASK_COLUMNS, task_from_row
-from api.tasks.claim_mysql import Block, connection, prepare, results
+from api.tasks.claim import EVENT_COLUMNS, task_from_row
+from api.tasks.claim_mysql import (
+    DATETIMES_AT,
+    LARGE_AT,
+    LARGE_COLUMNS,
+    SMALL_COLUMNS,
+    Block,
+    aggregate,
+    connection,
+    prepare,
+    results,
+)
 from api.tasks.read import task_read_from
 from api.tasks.schemas import TaskRead
 from api.tasks.status_pg import COMPARE_AND_SET, _actor, changed_task, decide
@@ -40,21 +50,11 @@ from shared.models import (
     TaskUser,
     User,
     UserRole,
-    UTCDateTime,
 )
 from shared.status import TaskStatus, Transition
 from shared.taskevents import snapshot_of
 
-_LARGE_NAMES = {"content", "callback_content"}
-_SMALL = [c for c in TASK_COLUMNS if c.name not in _LARGE_NAMES]
-_LARGE = [c for c in TASK_COLUMNS if c.name in _LARGE_NAMES]
-_LARGE_AT = [i for i, c in enumerate(TASK_COLUMNS) if c.name in _LARGE_NAMES]
-_DATETIMES = frozenset(i for i, c in enumerate(_SMALL) if isinstance(c.type, UTCDateTime))
 CHANGED = "v_changed"
-
-
-def _aggregate(column: Any, *where: Any) -> Any:
-    return select(func.json_arrayagg(column.distinct())).where(*where).scalar_subquery()
 
 
 @lru_cache(maxsize=4)
@@ -75,7 +75,7 @@ def read_statement(credential_kind: str) -> Select[Any]:
     found = (
         select(
             func.json_array(
-                *_SMALL,
+                *SMALL_COLUMNS,
                 reachable_by(bindparam("uid")),
                 select(col(TaskTemplate.label))
                 .where(col(TaskTemplate.id) == col(Task.template_id))
@@ -84,9 +84,9 @@ def read_statement(credential_kind: str) -> Select[Any]:
                 .join(TaskTag, col(TaskTag.tag_id) == col(Tag.id))
                 .where(col(TaskTag.task_id) == task_id)
                 .scalar_subquery(),
-                _aggregate(col(TaskTag.tag_id), col(TaskTag.task_id) == task_id),
-                _aggregate(col(TaskUser.user_id), col(TaskUser.task_id) == task_id),
-                _aggregate(col(TaskGroupLink.group_id), col(TaskGroupLink.task_id) == task_id),
+                aggregate(col(TaskTag.tag_id), col(TaskTag.task_id) == task_id),
+                aggregate(col(TaskUser.user_id), col(TaskUser.task_id) == task_id),
+                aggregate(col(TaskGroupLink.group_id), col(TaskGroupLink.task_id) == task_id),
                 select(func.json_arrayagg(col(GroupMember.user_id).distinct()))
                 .join(TaskGroupLink, col(TaskGroupLink.group_id) == col(GroupMember.group_id))
                 .where(col(TaskGroupLink.task_id) == task_id)
@@ -97,7 +97,8 @@ def read_statement(credential_kind: str) -> Select[Any]:
         .scalar_subquery()
     )
     large = (
-        select(c).where(col(Task.id) == bindparam("task_id")).scalar_subquery() for c in _LARGE
+        select(c).where(col(Task.id) == bindparam("task_id")).scalar_subquery()
+        for c in LARGE_COLUMNS
     )
     return select(func.json_array(principal, found), *large)
 
@@ -114,6 +115,8 @@ def write_block() -> Block:
         .text(f"DECLARE {CHANGED} INT DEFAULT 0")
         .text("START TRANSACTION")
         .add(COMPARE_AND_SET)
+        # Rows matched (the pool's connections report found rows): 1 when the task still had
+        # the sequence read, as every change moves it on.
         .text(f"SET {CHANGED} = ROW_COUNT()")
         .add(event, lambda sql: f"IF {CHANGED} = 1 THEN\n    {sql};\n  END IF")
         .add(select(literal_column(CHANGED)))
@@ -138,56 +141,77 @@ async def set_status(
             )
             await cursor.execute(sql, args)
             ((found, *large),) = await cursor.fetchall()
-        await raw.rollback()
-        caller, row = json.loads(found)
-        if caller is None or row is None:
-            return None  # a credential to verify again, or no such task: 404
-        n = len(_SMALL)
-        for i in _DATETIMES:
-            if row[i] is not None:
-                row[i] = datetime.fromisoformat(row[i])
-        columns = row[:n]
-        for i, value in zip(_LARGE_AT, large, strict=True):
-            columns.insert(i, value)
-        task = task_from_row(columns, precompiled.utc)
-        reachable, label, tag_names, tag_ids, users, groups, via = row[n:]
-        actor = _actor(credential, caller[0], caller[1] or [])
-        if lock_version is not None and lock_version != task.lock_version:
-            return None  # 409, stale lock_version
-        kind = decide(actor, task, bool(reachable), target)
-        if kind is None:
-            return None
-        if kind != Transition.none:
-            ttl = request.app.state.settings.lock_ttl_seconds
-            after, event_type, holder = changed_task(task, actor, kind, target, ttl)
-            event = event_values(
-                event_type,
-                actor=actor.username,
-                snapshot=snapshot_of(after, label, list(tag_names or []), holder, task.status),
-                task_id=task_id,
-                sequence=after.event_sequence,
-            )
-            block = write_block()
-            values = {
-                "task_id": task_id,
-                "seq": task.event_sequence,
-                "status": after.status,
-                "holder": after.lock_holder_id,
-                "expires": after.lock_expires_at,
-                "version": after.lock_version,
-                "now": after.update_time,
-                **{f"v_{name}": event[name] for name in EVENT_COLUMNS},
-            }
-            async with raw.cursor() as cursor:
-                await prepare(cursor, raw, block)
-                (((changed,),),) = await results(cursor, block.execute, block.arguments(values))
-            if not int(changed):
-                return None  # changed meanwhile: the generic path reads it again
-            task = after
+        answer, wrote = await _change(
+            request, raw, credential, task_id, target, lock_version, found, large
+        )
+        if not wrote:
+            # End the read's transaction. (A write's block begins its own, which ends it.)
+            await raw.rollback()
+    return answer
+
+
+async def _change(
+    request: Request,
+    raw: Any,
+    credential: Credential,
+    task_id: int,
+    target: TaskStatus,
+    lock_version: int | None,
+    found: str,
+    large: list[Any],
+) -> tuple[TaskRead | None, bool]:
+    """The task after the change (None: the generic path answers), and whether the write
+    block ran."""
+    caller, row = json.loads(found)
+    if caller is None or row is None:
+        return None, False  # a credential to verify again, or no such task: 404
+    n = len(SMALL_COLUMNS)
+    for i in DATETIMES_AT:
+        if row[i] is not None:
+            row[i] = datetime.fromisoformat(row[i])
+    columns = row[:n]
+    for i, value in zip(LARGE_AT, large, strict=True):
+        columns.insert(i, value)
+    task = task_from_row(columns, precompiled.utc)
+    reachable, label, tag_names, tag_ids, users, groups, via = row[n:]
+    actor = _actor(credential, caller[0], caller[1] or [])
+    if lock_version is not None and lock_version != task.lock_version:
+        return None, False  # 409, stale lock_version
+    kind = decide(actor, task, bool(reachable), target)
+    if kind is None:
+        return None, False
+    wrote = kind != Transition.none
+    if wrote:
+        ttl = request.app.state.settings.lock_ttl_seconds
+        after, event_type, holder = changed_task(task, actor, kind, target, ttl)
+        event = event_values(
+            event_type,
+            actor=actor.username,
+            snapshot=snapshot_of(after, label, list(tag_names or []), holder, task.status),
+            task_id=task_id,
+            sequence=after.event_sequence,
+        )
+        block = write_block()
+        values = {
+            "task_id": task_id,
+            "seq": task.event_sequence,
+            "status": after.status,
+            "holder": after.lock_holder_id,
+            "expires": after.lock_expires_at,
+            "version": after.lock_version,
+            "now": after.update_time,
+            **{f"v_{name}": event[name] for name in EVENT_COLUMNS},
+        }
+        async with raw.cursor() as cursor:
+            await prepare(cursor, raw, block)
+            (((changed,),),) = await results(cursor, block.execute, block.arguments(values))
+        if not int(changed):
+            return None, True  # changed meanwhile: the generic path reads it again
+        task = after
     links = {
         "u": sorted(users or []),
         "g": sorted(groups or []),
         "v": sorted(via or []),
         "t": sorted(tag_ids or []),
     }
-    return task_read_from(task, links)
+    return task_read_from(task, links), wrote
