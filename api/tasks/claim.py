@@ -13,6 +13,7 @@ on their raw connections.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -200,6 +201,23 @@ async def prepare(
         sees_orphans=actor.weight > 0,
     )
     return Claim(shape, params)
+
+
+def hot_claim(data: ClaimRequest, ttl_seconds: int) -> tuple[Shape, dict[str, Any]]:
+    """The shape and parameters of a claim on a hot path (no reference to resolve), with
+    the id and time of its event."""
+    shape = Shape(
+        project=data.project is not None, application_name=data.application_name is not None
+    )
+    now = utcnow()
+    return shape, {
+        "expires": lease_until(ttl_seconds),
+        "now": now,
+        "e_id": str(uuid.uuid4()),
+        "e_occurred": now.isoformat(),
+        "p_project": data.project,
+        "p_application_name": data.application_name,
+    }
 
 
 def task_from_row(row: Any, tz: Any = None) -> Task:

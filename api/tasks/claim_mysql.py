@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -44,11 +43,12 @@ from api.tasks.claim import (
     NOT_A_CLAIMER,
     TASK_COLUMNS,
     Shape,
+    hot_claim,
     pick,
     principal,
     task_from_row,
 )
-from api.tasks.read import task_read_from
+from api.tasks.read import links_of, task_read_from
 from api.tasks.schemas import ClaimRequest, TaskRead
 from shared import precompiled
 from shared.models import (
@@ -61,10 +61,9 @@ from shared.models import (
     TaskUser,
     User,
     UTCDateTime,
-    utcnow,
 )
 from shared.status import TaskStatus
-from shared.taskevents import API, lease_until
+from shared.taskevents import API
 
 POOL_SIZE = 15
 WHO, WEIGHT, MAY, TASK = "v_who", "v_weight", "v_may", "v_task"
@@ -330,12 +329,7 @@ async def _transaction(
             row[i] = datetime.fromisoformat(row[i])
     for i, value in zip(LARGE_AT, large, strict=True):
         row.insert(i, value)
-    links = {
-        "u": sorted(users or []),
-        "g": sorted(groups or []),
-        "v": sorted(via or []),
-        "t": sorted(tag_ids or []),
-    }
+    links = links_of(users, groups, via, tag_ids)
     return ("claimed", (task_from_row(row, precompiled.utc), links))
 
 
@@ -344,18 +338,7 @@ async def claim(request: Request, data: ClaimRequest) -> TaskRead | None:
     settings = state.settings
     authorization = request.headers.get("authorization")
     credential = presented(settings, state.secret_key, state.credential_cache, authorization)
-    shape = Shape(
-        project=data.project is not None, application_name=data.application_name is not None
-    )
-    now = utcnow()
-    params: dict[str, Any] = {
-        "expires": lease_until(settings.lock_ttl_seconds),
-        "now": now,
-        "e_id": str(uuid.uuid4()),
-        "e_occurred": now.isoformat(),
-        "p_project": data.project,
-        "p_application_name": data.application_name,
-    }
+    shape, params = hot_claim(data, settings.lock_ttl_seconds)
     async with connection(request.app) as raw:
         outcome = await _claim_on(request, raw, credential, shape, params)
     kind, value = outcome

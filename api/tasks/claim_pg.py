@@ -12,7 +12,6 @@ holds (with the task, or NULLs when nothing is left) and none when it does not.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import lru_cache
@@ -47,10 +46,11 @@ from api.tasks.claim import (
     NOT_A_CLAIMER,
     TASK_COLUMNS,
     Shape,
+    hot_claim,
     pick,
     task_from_row,
 )
-from api.tasks.read import task_read_from
+from api.tasks.read import links_of, task_read_from
 from api.tasks.schemas import ClaimRequest, TaskRead
 from shared import precompiled
 from shared.models import (
@@ -65,10 +65,9 @@ from shared.models import (
     TaskUser,
     User,
     UserRole,
-    utcnow,
 )
 from shared.status import TaskStatus
-from shared.taskevents import API, lease_until
+from shared.taskevents import API
 
 # The columns after the task's in each returned row.
 LINK_COLUMNS = ("tag_ids", "users", "groups", "via")
@@ -230,18 +229,7 @@ async def claim(request: Request, data: ClaimRequest) -> TaskRead | None:
     settings = state.settings
     authorization = request.headers.get("authorization")
     credential = presented(settings, state.secret_key, state.credential_cache, authorization)
-    shape = Shape(
-        project=data.project is not None, application_name=data.application_name is not None
-    )
-    now = utcnow()
-    params: dict[str, Any] = {
-        "expires": lease_until(settings.lock_ttl_seconds),
-        "now": now,
-        "e_id": str(uuid.uuid4()),
-        "e_occurred": now.isoformat(),
-        "p_project": data.project,
-        "p_application_name": data.application_name,
-    }
+    shape, params = hot_claim(data, settings.lock_ttl_seconds)
     rows: list[Any] = []
     async with connection(request.app) as raw:
         for _ in range(2):
@@ -276,10 +264,5 @@ async def claim(request: Request, data: ClaimRequest) -> TaskRead | None:
     n = len(TASK_COLUMNS) + 1
     task = task_from_row(row[1:n], precompiled.utc)
     tag_ids, users, groups, via = row[n:]
-    links = {
-        "u": sorted(users or []),
-        "g": sorted(groups or []),
-        "v": sorted(via or []),
-        "t": sorted(tag_ids or []),
-    }
+    links = links_of(users, groups, via, tag_ids)
     return task_read_from(task, links)

@@ -27,6 +27,7 @@ from api.tasks.claim import (
     TASK_COLUMNS,
     Shape,
     claim_returning,
+    hot_claim,
     locked_event,
     principal,
     task_from_row,
@@ -34,9 +35,9 @@ from api.tasks.claim import (
 from api.tasks.read import LINKS, links_from, task_read_from
 from api.tasks.schemas import ClaimRequest, TaskRead
 from shared import precompiled
-from shared.models import UTCDateTime, utcnow
+from shared.models import UTCDateTime
 from shared.status import TaskStatus
-from shared.taskevents import SNAPSHOT, lease_until, snapshot_from, snapshot_params
+from shared.taskevents import SNAPSHOT, snapshot_from, snapshot_params
 
 _DATETIME_COLUMNS = frozenset(
     i for i, c in enumerate(TASK_COLUMNS) if isinstance(c.type, UTCDateTime)
@@ -98,15 +99,7 @@ async def claim(request: Request, data: ClaimRequest) -> TaskRead | None:
     settings = state.settings
     authorization = request.headers.get("authorization")
     credential = presented(settings, state.secret_key, state.credential_cache, authorization)
-    shape = Shape(
-        project=data.project is not None, application_name=data.application_name is not None
-    )
-    params: dict[str, Any] = {
-        "expires": lease_until(settings.lock_ttl_seconds),
-        "now": utcnow(),
-        "p_project": data.project,
-        "p_application_name": data.application_name,
-    }
+    shape, params = hot_claim(data, settings.lock_ttl_seconds)
     async with state.engine.connect() as connection:
         aio = (await connection.get_raw_connection()).driver_connection
         assert aio is not None

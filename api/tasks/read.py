@@ -67,6 +67,21 @@ def links_from(rows: Iterable[Sequence[Any]]) -> dict[str, list[int]]:
     return {kind: sorted(refs) for kind, refs in links.items()}
 
 
+def links_of(
+    users: Iterable[int] | None,
+    groups: Iterable[int] | None,
+    via: Iterable[int] | None,
+    tag_ids: Iterable[int] | None,
+) -> dict[str, list[int]]:
+    """The links as `links_from` gives them, from id lists (NULL when there are none)."""
+    return {
+        "u": sorted(users or []),
+        "g": sorted(groups or []),
+        "v": sorted(via or []),
+        "t": sorted(tag_ids or []),
+    }
+
+
 async def read_task(session: AsyncSession, task: Task) -> TaskRead:
     assert task.id is not None
     return task_read_from(task, links_from(await session.execute(LINKS, {"t": task.id})))

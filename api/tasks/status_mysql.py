@@ -32,7 +32,7 @@ from api.tasks.claim_mysql import (
     prepare,
     results,
 )
-from api.tasks.read import task_read_from
+from api.tasks.read import links_of, task_read_from
 from api.tasks.schemas import TaskRead
 from api.tasks.status_pg import COMPARE_AND_SET, _actor, changed_task, decide
 from api.tasks.visibility import reachable_by
@@ -208,10 +208,5 @@ async def _change(
         if not int(changed):
             return None, True  # changed meanwhile: the generic path reads it again
         task = after
-    links = {
-        "u": sorted(users or []),
-        "g": sorted(groups or []),
-        "v": sorted(via or []),
-        "t": sorted(tag_ids or []),
-    }
+    links = links_of(users, groups, via, tag_ids)
     return task_read_from(task, links), wrote

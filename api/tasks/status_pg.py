@@ -38,7 +38,7 @@ from api.auth.credential import Credential, still_holds
 from api.auth.service import Actor
 from api.tasks.claim import EVENT_COLUMNS, TASK_COLUMNS, task_from_row
 from api.tasks.claim_pg import connection
-from api.tasks.read import task_read_from
+from api.tasks.read import links_of, task_read_from
 from api.tasks.schemas import TaskRead
 from api.tasks.transitions import LOCK_ALL, STATUS_ALL
 from api.tasks.visibility import reachable_by
@@ -265,10 +265,5 @@ async def set_status(
             if not written:
                 return None  # changed meanwhile: the generic path reads it again
             task = after
-    links = {
-        "u": sorted(users or []),
-        "g": sorted(groups or []),
-        "v": sorted(via or []),
-        "t": sorted(tag_ids or []),
-    }
+    links = links_of(users, groups, via, tag_ids)
     return task_read_from(task, links)
