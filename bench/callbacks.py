@@ -25,7 +25,8 @@ was down, so it is left out); and CPU per callback of the process that delivers 
 `taskmanager worker` with the broker; embedded, the `serve` process, API included), from
 /proc. Last, a summary table with the targets (with the broker: >= 500 callbacks/s and p99
 < 1 s while done requests come at BENCH_CALLBACK_RATE) and whether each is met. Figures
-only; nothing is asserted.
+only; nothing is asserted. BENCH_CALLBACK_MODES (broker,embedded) and BENCH_CALLBACK_PHASES
+(paced,flat out,backlog) choose what runs, for a quicker look at one part.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ TASKS = int(os.environ.get("BENCH_CALLBACK_TASKS", "10000"))
 CLIENTS = int(os.environ.get("BENCH_CALLBACK_CLIENTS", "32"))
 RATE = float(os.environ.get("BENCH_CALLBACK_RATE", "550"))
 WARMUP = int(os.environ.get("BENCH_CALLBACK_WARMUP", "1000"))
+# Which modes and phases run (all by default): for a quicker look at one of them.
+MODES = os.environ.get("BENCH_CALLBACK_MODES", "broker,embedded").split(",")
+PHASES = os.environ.get("BENCH_CALLBACK_PHASES", "paced,flat out,backlog").split(",")
 PACED_CONNECTIONS = 64
 AMQP = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 WRK_THREADS = 2
@@ -577,6 +581,8 @@ async def run_mode(broker: bool, workdir: Path, results: dict[str, Phase]) -> No
             await receipts.wait_for(first, WARMUP)
             first += WARMUP
         for name, rate in (("paced", RATE), ("flat out", None)):
+            if name not in PHASES:
+                continue
             ids = await create_tasks(api, rx.base_url, first)
             await settle(engine, vhost)
             cpu_before = cpu_of(delivering)
@@ -603,7 +609,7 @@ async def run_mode(broker: bool, workdir: Path, results: dict[str, Phase]) -> No
             results[f"{key}.{name}"] = phase
             say(phase.line())
             first += TASKS
-        if broker:
+        if broker and "backlog" in PHASES:
             ids = await create_tasks(api, rx.base_url, first)
             await settle(engine, vhost)
             worker.terminate()
@@ -731,6 +737,8 @@ def main() -> int:
     failed = False
     with tempfile.TemporaryDirectory(prefix="tm-cb-") as tmp:
         for broker in (True, False):
+            if ("broker" if broker else "embedded") not in MODES:
+                continue
             try:
                 asyncio.run(run_mode(broker, Path(tmp), results))
             except Exception as exc:

@@ -38,7 +38,7 @@ class Consumer:
         claim_seconds: float,
         prefetch: int = 256,
         batch: int = 100,
-        gather_seconds: float = 0.01,
+        gather_seconds: float = 0.03,
     ) -> None:
         self.engine = engine
         self.connection = connection

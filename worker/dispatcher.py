@@ -28,7 +28,7 @@ class DispatcherOptions:
     poll_seconds: float = 1.0
     # Results waiting to be written: flushed when this many are waiting or after `flush_seconds`.
     flush_batch: int = 200
-    flush_seconds: float = 0.02
+    flush_seconds: float = 0.05
 
 
 class Dispatcher:

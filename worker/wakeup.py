@@ -26,7 +26,7 @@ class Wakeup:
         url: str,
         poll_seconds: float,
         listen_poll_seconds: float = 2.0,
-        gather_seconds: float = 0.02,
+        gather_seconds: float = 0.05,
     ) -> None:
         self._dsn = postgres_dsn(url)
         self._poll = poll_seconds
