@@ -16,7 +16,7 @@ from api.hotpaths import HotPathMiddleware
 from api.middleware import BodyLimitMiddleware, OutboxWakeMiddleware, RootPathMiddleware
 from api.routes import routers
 from api.tasks import claim_mysql, claim_pg
-from shared import __version__
+from shared import __version__, security
 from shared.bootstrap import bootstrap
 from shared.db import create_engine, session_factory
 from shared.events.notify import OutboxNotifier
@@ -40,6 +40,7 @@ def create_app(
     services: list[Callable[[FastAPI], Any]] | None = None,
 ) -> FastAPI:
     settings = settings or get_settings()
+    security.configure(settings)
     if settings.security_password_salt:
         log.info("SECURITY_PASSWORD_SALT is ignored: argon2 salts every password hash itself")
 

@@ -119,6 +119,17 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         default=20.0, ge=0, validation_alias="TASKMAN_SHUTDOWN_GRACE_SECONDS"
     )
+    # argon2id cost of new password hashes (pwdlib's defaults); a hash keeps the cost it was
+    # made with, so changing these never locks anyone out.
+    password_hash_memory_kib: int = Field(
+        default=65536, ge=1024, validation_alias="TASKMAN_PASSWORD_HASH_MEMORY_KIB"
+    )
+    password_hash_time_cost: int = Field(
+        default=3, ge=1, validation_alias="TASKMAN_PASSWORD_HASH_TIME_COST"
+    )
+    password_hash_parallelism: int = Field(
+        default=4, ge=1, le=64, validation_alias="TASKMAN_PASSWORD_HASH_PARALLELISM"
+    )
     log_level: str = Field(default="INFO", validation_alias="TASKMAN_LOG_LEVEL")
     sentry_dsn: str | None = Field(default=None, validation_alias="SENTRY_DSN")
 

@@ -36,6 +36,12 @@ def make_settings(url: str, tmp: str, **overrides: Any) -> Settings:
         "admin_password": ADMIN[1],
         "admin_email": "admin@example.org",
         "data_dir": tmp,
+        # The cheapest argon2id cost: the suite makes and checks thousands of password
+        # hashes, at 0.15 s each with the default cost. (tests/unit/test_security.py checks
+        # the default cost and that hashes of one cost verify under another.)
+        "password_hash_memory_kib": 1024,
+        "password_hash_time_cost": 1,
+        "password_hash_parallelism": 1,
     }
     values.update(overrides)
     return Settings(**values)

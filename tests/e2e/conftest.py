@@ -230,6 +230,15 @@ def run_server(workdir: Path, env: dict[str, str] | None = None) -> Iterator[Ser
         pytest.fail(f"{problem}\n\n{server.report()}", pytrace=False)
 
 
+# The cheapest argon2id cost, for tests that create and log in many users and are about
+# something else (the default cost takes 0.15 s per hash here).
+CHEAP_PASSWORD_HASHES = {
+    "TASKMAN_PASSWORD_HASH_MEMORY_KIB": "1024",
+    "TASKMAN_PASSWORD_HASH_TIME_COST": "1",
+    "TASKMAN_PASSWORD_HASH_PARALLELISM": "1",
+}
+
+
 @contextmanager
 def configured_database_env(backend: str, tmp: Path) -> Iterator[dict[str, str]]:
     """A fresh database of `backend` and the variables a deployment would set for it."""

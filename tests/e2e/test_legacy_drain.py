@@ -14,7 +14,13 @@ import httpx
 import pytest
 
 from tests.backends import BACKENDS
-from tests.e2e.conftest import Server, configured_database_env, require_service, run_server
+from tests.e2e.conftest import (
+    CHEAP_PASSWORD_HASHES,
+    Server,
+    configured_database_env,
+    require_service,
+    run_server,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -84,6 +90,8 @@ def test_two_processes_never_give_one_task_to_two_readers(backend: str, tmp_path
         else:
             require_service(backend)
             env = stack.enter_context(configured_database_env(backend, tmp_path))
+        # 32 readers, each created and logged in on both processes: 100 hashes.
+        env = {**env, **CHEAP_PASSWORD_HASHES}
         first = stack.enter_context(run_server(tmp_path / "api-1", env))
         second = stack.enter_context(run_server(tmp_path / "api-2", env))
         _setup(first)
