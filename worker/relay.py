@@ -44,6 +44,9 @@ async def publish_confirmed(
     """
     if not rows:
         return
+    if not (channel.publisher_confirms and channel.on_return_raises):
+        # Without both, an unroutable message would count as confirmed.
+        raise ValueError("the channel needs publisher confirms and on_return_raises")
     confirmations: list[asyncio.Future[Any]] = []
     tags: dict[str, int] = {}
     async with channel.lock:
@@ -74,7 +77,8 @@ async def publish_confirmed(
                         body_size=len(body),
                     )
                 )
-                size = channel.max_content_size
+                # frame_max 0 is "no limit": the body goes in one frame, as aiormq sends it.
+                size = channel.max_content_size if channel.max_content_size > 0 else len(body)
                 frames += [ContentBody(body[at : at + size]) for at in range(0, len(body), size)]
             await channel.write_queue.put(
                 ChannelFrame.marshall(channel_number=channel.number, frames=frames)
@@ -134,8 +138,16 @@ class Relay:
                 failures = 0
                 if count < self.batch:
                     await self.wakeup.wait()
-            except asyncio.CancelledError:
-                raise
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise
+                # Not this task's cancellation: a confirmation the connection rejected
+                # with CancelledError as it closed. The batch stays unpublished.
+                failures += 1
+                delay = min(10.0, 0.2 * 2**failures)
+                log.warning("publishing events failed (%r); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
             except Exception as exc:
                 failures += 1
                 delay = min(10.0, 0.2 * 2**failures)

@@ -76,6 +76,7 @@ async def test_done_calls_back_once_per_transition_with_its_content(
     [text_call] = receiver.to("/ok/text")
     assert json_call.method == "PUT"
     assert json_call.headers["content-type"] == "application/json"
+    assert json_call.headers["user-agent"].startswith("TaskManager/")
     assert json.loads(json_call.body) == {"experiment": "E1", "field": "landmarks"}
     assert text_call.headers["content-type"].startswith("text/plain")
     assert text_call.body == b"plain words"

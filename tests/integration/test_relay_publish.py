@@ -105,3 +105,58 @@ async def test_a_closed_channel_fails_the_batch(channel: AbstractChannel) -> Non
     await channel.close()
     with pytest.raises(aiormq.exceptions.ChannelInvalidStateError):
         await publish_confirmed(underlay, "taskmanager.events", _rows(3), 30)
+
+
+async def test_a_batch_that_cannot_be_sent_gives_its_delivery_tags_back(
+    channel: AbstractChannel,
+) -> None:
+    name, received = await _exchange_with_queue(channel, bound=True)
+    underlay = await channel.get_underlay_channel()
+    assert isinstance(underlay, aiormq.Channel)
+    # A routing key AMQP cannot carry (over 255 bytes): refused before anything is sent.
+    with pytest.raises(TypeError, match="maximum length"):
+        await publish_confirmed(underlay, name, [*_rows(2), *_rows(1, "task." + "x" * 300)], 30)
+    assert not underlay.confirmations
+    # The broker's count and ours still agree: aio-pika's own publish and the next batch,
+    # mixed on the one channel, are confirmed.
+    await publish_confirmed(underlay, name, _rows(2, start=50), 5)
+    exchange = await channel.get_exchange(name)
+    await exchange.publish(aio_pika.Message(b'{"n":52}'), routing_key="task.locked")
+    await publish_confirmed(
+        underlay, name, [*_rows(2, start=53), OutboxRow(99, "e", "task.x", "")], 5
+    )
+    await _wait_for(received, 5)
+    assert [m.body for m in received] == [
+        b'{"n":50}',
+        b'{"n":51}',
+        b'{"n":52}',
+        b'{"n":53}',
+        b'{"n":54}',
+        b"",
+    ]
+
+
+async def test_a_nacked_message_fails_the_batch(channel: AbstractChannel) -> None:
+    name = f"test.relay.{uuid.uuid4().hex[:8]}"
+    exchange = await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, auto_delete=True)
+    full = await channel.declare_queue(
+        exclusive=True,
+        auto_delete=True,
+        arguments={"x-max-length": 1, "x-overflow": "reject-publish"},
+    )
+    await full.bind(exchange, routing_key="#")
+    underlay = await channel.get_underlay_channel()
+    assert isinstance(underlay, aiormq.Channel)
+    with pytest.raises(aiormq.exceptions.DeliveryError):
+        await publish_confirmed(underlay, name, _rows(3), 5)
+    assert not underlay.message_id_delivery_tag
+
+
+async def test_a_channel_without_returns_is_refused(amqp_url: str) -> None:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        quiet = await connection.channel(publisher_confirms=True, on_return_raises=False)
+        underlay = await quiet.get_underlay_channel()
+        assert isinstance(underlay, aiormq.Channel)
+        with pytest.raises(ValueError, match="on_return_raises"):
+            await publish_confirmed(underlay, "taskmanager.events", _rows(1), 5)
