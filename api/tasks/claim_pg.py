@@ -33,7 +33,6 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.engine import make_url
 from sqlmodel import col
 
 from api.auth.credential import presented, still_holds
@@ -53,6 +52,7 @@ from api.tasks.claim import (
 from api.tasks.read import links_of, task_read_from
 from api.tasks.schemas import ClaimRequest, TaskRead
 from shared import precompiled
+from shared.events.notify import postgres_dsn
 from shared.models import (
     GroupMember,
     OutboxEvent,
@@ -176,10 +176,9 @@ def _payload(claimed: Any, holder: Any) -> Any:
 async def raw_pool(app: FastAPI) -> Any:
     pool = getattr(app.state, "claim_pool", None)
     if pool is None:
-        url = make_url(app.state.settings.async_database_url).set(drivername="postgresql")
-        pool = await asyncpg.create_pool(
-            url.render_as_string(hide_password=False), min_size=1, max_size=15, reset=_keep
-        )
+        dsn = postgres_dsn(app.state.settings.async_database_url)
+        assert dsn is not None  # only PostgreSQL takes this path
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=15, reset=_keep)
         if getattr(app.state, "claim_pool", None) is None:
             app.state.claim_pool = pool
         else:  # another request made one meanwhile
