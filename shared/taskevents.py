@@ -102,6 +102,7 @@ async def emit(
         snapshot=await snapshot(session, task, previous_status),
         task_id=task.id,
         sequence=sequence,
+        callback_content=task.callback_content,
     )
 
 

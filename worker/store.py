@@ -21,7 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.delivery.plan import Subscription, plan
 from shared.delivery.policy import Decision, Outcome, RetryPolicy
 from shared.delivery.sender import ERROR_KEEP, RESPONSE_KEEP, Request, Result, clean
-from shared.models import Delivery, DeliveryAttempt, Task, TaskGroup, Webhook, utcnow
+from shared.models import (
+    Delivery,
+    DeliveryAttempt,
+    OutboxEvent,
+    Task,
+    TaskGroup,
+    Webhook,
+    utcnow,
+)
 
 log = logging.getLogger("taskmanager.deliveries")
 
@@ -30,6 +38,7 @@ _A = DeliveryAttempt.__table__  # type: ignore[attr-defined]
 _W = Webhook.__table__  # type: ignore[attr-defined]
 _T = Task.__table__  # type: ignore[attr-defined]
 _G = TaskGroup.__table__  # type: ignore[attr-defined]
+_O = OutboxEvent.__table__  # type: ignore[attr-defined]
 
 REQUIRED = frozenset({"id", "type", "occurred_at"})
 _COLUMNS = (
@@ -135,20 +144,42 @@ def _insert_ignoring_duplicates(dialect: str) -> Any:
 
 async def _callback_contents(
     connection: AsyncConnection, envelopes: list[dict[str, Any]]
-) -> dict[tuple[str, int], str | None]:
-    wanted: dict[str, set[int]] = {"task": set(), "taskgroup": set()}
+) -> dict[str, str | None]:
+    """The callback body of each done event with a callback, by event id.
+
+    The body is the one stored with the event's outbox row (the subject's content when it
+    was done). An event whose row is gone (published and purged after the retention time)
+    or was written before rows kept it takes the subject's current content.
+    """
+    wanted: dict[str, tuple[str, int]] = {}
     for envelope in envelopes:
         for kind, event_type in (("task", "task.status.done"), ("taskgroup", "taskgroup.done")):
             subject = envelope.get(kind)
             if envelope.get("type") == event_type and subject and subject.get("callback_url"):
-                wanted[kind].add(int(subject["id"]))
-    contents: dict[tuple[str, int], str | None] = {}
+                wanted[str(envelope["id"])] = (kind, int(subject["id"]))
+    if not wanted:
+        return {}
+    stored = await connection.execute(
+        select(_O.c.event_id, _O.c.callback_content).where(
+            _O.c.event_id.in_(list(wanted)), _O.c.callback_content.is_not(None)
+        )
+    )
+    contents: dict[str, str | None] = {row[0]: row[1] for row in stored}
     for kind, table in (("task", _T), ("taskgroup", _G)):
-        if wanted[kind]:
+        pending = {
+            event_id: id_
+            for event_id, (k, id_) in wanted.items()
+            if k == kind and event_id not in contents
+        }
+        if pending:
             rows = await connection.execute(
-                select(table.c.id, table.c.callback_content).where(table.c.id.in_(wanted[kind]))
+                select(table.c.id, table.c.callback_content).where(
+                    table.c.id.in_(set(pending.values()))
+                )
             )
-            contents.update({(kind, id_): content for id_, content in rows})
+            current: dict[int, str | None] = {row[0]: row[1] for row in rows}
+            for event_id, id_ in pending.items():
+                contents[event_id] = current.get(id_)
     return contents
 
 
@@ -197,9 +228,7 @@ async def create(
     }
     rows: list[dict[str, Any]] = []
     for envelope, payload in envelopes:
-        kind = "task" if "task" in envelope else "taskgroup"
-        subject_id = (envelope.get(kind) or {}).get("id")
-        content = contents.get((kind, subject_id)) if subject_id is not None else None
+        content = contents.get(str(envelope["id"]))
         try:
             planned = plan(envelope, payload, webhooks.subscriptions, content)
         except (ValueError, TypeError, KeyError, AttributeError):

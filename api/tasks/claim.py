@@ -272,6 +272,7 @@ EVENT_COLUMNS = (
     "sequence",
     "payload",
     "occurred_at",
+    "callback_content",
 )
 OUTBOX_INSERT = insert(OutboxEvent).values({name: bindparam(f"v_{name}") for name in EVENT_COLUMNS})
 

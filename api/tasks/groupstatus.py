@@ -43,5 +43,6 @@ async def refresh_taskgroup_status(session: AsyncSession, taskgroup_id: int, act
                 "tasks": len(statuses),
             },
             taskgroup_id=group.id,
+            callback_content=group.callback_content,
         )
     await session.flush()

@@ -190,6 +190,7 @@ async def _change(
             snapshot=snapshot_of(after, label, list(tag_names or []), holder, task.status),
             task_id=task_id,
             sequence=after.event_sequence,
+            callback_content=after.callback_content,
         )
         block = write_block()
         values = {

@@ -249,6 +249,7 @@ async def set_status(
                 snapshot=snapshot_of(after, label, list(tag_names or []), holder, task.status),
                 task_id=task_id,
                 sequence=after.event_sequence,
+                callback_content=after.callback_content,
             )
             written = await precompiled.fetch(
                 raw,

@@ -107,6 +107,7 @@ def _transaction(
                 snapshot=snapshot,
                 task_id=task_id,
                 sequence=after.event_sequence,
+                callback_content=after.callback_content,
             )
             execute(OUTBOX_INSERT, **{f"v_{name}": event[name] for name in EVENT_COLUMNS})
             task = after

@@ -10,6 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.models import OutboxEvent, utcnow
 
+# The events that make a callback: their rows keep the callback body.
+CALLBACK_EVENTS = frozenset({"task.status.done", "taskgroup.done"})
+
 
 def event_values(
     event_type: str,
@@ -19,8 +22,13 @@ def event_values(
     task_id: int | None = None,
     taskgroup_id: int | None = None,
     sequence: int = 0,
+    callback_content: str | None = None,
 ) -> dict[str, Any]:
-    """The column values of one outbox row (its payload is the published envelope)."""
+    """The column values of one outbox row (its payload is the published envelope).
+
+    `callback_content` is the subject's callback body; a done event keeps it (the callback
+    it makes sends it), other events do not need it.
+    """
     event_id = str(uuid.uuid4())
     occurred = utcnow()
     envelope = {
@@ -39,6 +47,7 @@ def event_values(
         "sequence": sequence,
         "payload": json.dumps(envelope, separators=(",", ":")),
         "occurred_at": occurred,
+        "callback_content": callback_content if event_type in CALLBACK_EVENTS else None,
     }
 
 
@@ -51,6 +60,7 @@ def add_event(
     task_id: int | None = None,
     taskgroup_id: int | None = None,
     sequence: int = 0,
+    callback_content: str | None = None,
 ) -> OutboxEvent:
     """Stage one event row; it is written with the caller's change, or not at all."""
     row = OutboxEvent(
@@ -61,6 +71,7 @@ def add_event(
             task_id=task_id,
             taskgroup_id=taskgroup_id,
             sequence=sequence,
+            callback_content=callback_content,
         )
     )
     session.add(row)

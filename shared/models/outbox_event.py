@@ -21,5 +21,7 @@ class OutboxEvent(SQLModel, table=True):
     taskgroup_id: int | None = Field(default=None)
     sequence: int = Field(default=0)
     payload: str = Field(sa_column=Column(LongText, nullable=False))
+    # The body of the callback a done event makes, as the task (group) had it then.
+    callback_content: str | None = Field(default=None, sa_column=Column(LongText))
     occurred_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     published_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -44,21 +44,30 @@ async def purge_delivery_queue(url: str) -> None:
         await queue.purge()
 
 
+def worker_for(app: FastAPI, mode: str, amqp_url: str | None = None) -> Worker:
+    """A worker with RabbitMQ (`mode` "broker"), or the embedded in-process delivery."""
+    settings = app.state.settings
+    if mode == "broker":
+        assert amqp_url is not None
+        return Worker(
+            settings.model_copy(update={**FAST_RETRIES, "amqp_url": amqp_url}), sweep=False
+        )
+    return Worker(
+        settings.model_copy(update={**FAST_RETRIES, "amqp_url": None}),
+        engine=app.state.engine,
+        broker=False,
+        sweep=False,
+    )
+
+
 @pytest.fixture(params=["broker", "embedded"])
 async def delivering(request: pytest.FixtureRequest, clean_app: FastAPI) -> AsyncIterator[Worker]:
     """The worker with RabbitMQ, or the embedded in-process delivery `serve` runs."""
-    settings = clean_app.state.settings
+    url = None
     if request.param == "broker":
         url = request.getfixturevalue("amqp_url")
         await purge_delivery_queue(url)
-        worker = Worker(settings.model_copy(update={**FAST_RETRIES, "amqp_url": url}), sweep=False)
-    else:
-        worker = Worker(
-            settings.model_copy(update={**FAST_RETRIES, "amqp_url": None}),
-            engine=clean_app.state.engine,
-            broker=False,
-            sweep=False,
-        )
+    worker = worker_for(clean_app, request.param, url)
     await worker.start()
     yield worker
     await asyncio.wait_for(worker.stop(), 30)

@@ -11,10 +11,11 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from tests.api.helpers import events, make_template
-from tests.integration.conftest import FAST_RETRIES
+from tests.integration.conftest import FAST_RETRIES, purge_delivery_queue, worker_for
 from tests.receiver import Receiver
 from worker.service import Worker
 
@@ -90,6 +91,45 @@ async def test_done_calls_back_once_per_transition_with_its_content(
     second = receiver.to("/ok/json")[1]
     done_events = await _event_ids(clean_app, as_json["id"], "task.status.done")
     assert second.headers["webhook-id"] == done_events[1] != done_events[0]
+
+
+@pytest.mark.parametrize("mode", ["broker", "embedded"])
+async def test_a_late_callback_sends_the_body_the_task_had_when_done(
+    admin: httpx.AsyncClient,
+    receiver: Receiver,
+    clean_app: FastAPI,
+    mode: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    await make_template(admin)
+    edited = await _task(
+        admin, callback_url=receiver.url("/ok/json"), callback_content='{"version": 1}'
+    )
+    deleted = await _task(
+        admin, callback_url=receiver.url("/ok/text"), callback_content="the first words"
+    )
+    await _done(admin, edited)
+    await _done(admin, deleted)
+    # No worker yet (a backlog): the task's content is edited, the other task deleted.
+    r = await admin.put(edited["uri"], json={"callback_content": '{"version": 2}'})
+    assert r.status_code == 200, r.text
+    r = await admin.delete(deleted["uri"])
+    assert r.status_code in (200, 204), r.text
+
+    url = None
+    if mode == "broker":
+        url = request.getfixturevalue("amqp_url")
+        await purge_delivery_queue(url)
+    worker = worker_for(clean_app, mode, url)
+    await worker.start()
+    try:
+        await receiver.wait_for(lambda: len(receiver.received) >= 2)
+    finally:
+        await asyncio.wait_for(worker.stop(), 30)
+    [json_call] = receiver.to("/ok/json")
+    [text_call] = receiver.to("/ok/text")
+    assert json.loads(json_call.body) == {"version": 1}
+    assert text_call.body == b"the first words"
 
 
 async def test_taskgroup_calls_back_once_when_all_its_tasks_are_done(
