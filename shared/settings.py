@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     outbox_retention_hours: float = Field(
         default=168.0, gt=0, validation_alias="TASKMAN_OUTBOX_RETENTION_HOURS"
     )
+    delivery_retention_days: float = Field(
+        default=30.0, gt=0, validation_alias="TASKMAN_DELIVERY_RETENTION_DAYS"
+    )
     worker_prefetch: int = Field(default=256, gt=0, validation_alias="TASKMAN_WORKER_PREFETCH")
     shutdown_grace_seconds: float = Field(
         default=20.0, ge=0, validation_alias="TASKMAN_SHUTDOWN_GRACE_SECONDS"

@@ -97,7 +97,7 @@ class Worker:
             self._tasks.append(asyncio.create_task(inprocess.run(), name="inprocess-relay"))
         if self.sweep:
             self._tasks.append(asyncio.create_task(self._sweep(), name="lease-sweeper"))
-        self._tasks.append(asyncio.create_task(self._purge(), name="outbox-purge"))
+        self._tasks.append(asyncio.create_task(self._purge(), name="purge"))
         for task in [*self._tasks, self._dispatching]:
             self._watch(task)
         log.info(
@@ -123,7 +123,9 @@ class Worker:
             await asyncio.sleep(self.settings.sweep_interval_seconds)
 
     async def _purge(self) -> None:
+        """Every 10 minutes: published outbox rows and delivered deliveries past retention."""
         keep = timedelta(hours=self.settings.outbox_retention_hours)
+        keep_delivered = timedelta(days=self.settings.delivery_retention_days)
         while True:
             try:
                 async with self.engine.begin() as connection:
@@ -132,6 +134,13 @@ class Worker:
                     log.info("deleted %d published outbox rows older than %s", purged, keep)
             except Exception:
                 log.exception("purging the outbox failed")
+            try:
+                async with self.engine.begin() as connection:
+                    purged = await store.purge_delivered(connection, utcnow() - keep_delivered)
+                if purged:
+                    log.info("deleted %d deliveries delivered before %s", purged, keep_delivered)
+            except Exception:
+                log.exception("purging delivered deliveries failed")
             await asyncio.sleep(600)
 
     async def stop(self) -> None:

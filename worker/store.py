@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -374,3 +374,28 @@ async def release(connection: AsyncConnection, deliveries: Sequence[Claimed]) ->
             .where(_D.c.claimed_by == owner)
             .values(claimed_by=None, claimed_until=None)
         )
+
+
+async def purge_delivered(connection: AsyncConnection, before: datetime, batch: int = 1000) -> int:
+    """Delete deliveries delivered before `before`, with their attempts; returns how many.
+
+    Failed and pending deliveries stay, whatever their age: an admin may still retry them.
+    Deleted `batch` at a time, so no statement holds many rows at once.
+    """
+    deleted = 0
+    while True:
+        ids = list(
+            (
+                await connection.scalars(
+                    select(_D.c.id)
+                    .where(_D.c.status == "delivered", _D.c.delivered_at < before)
+                    .order_by(_D.c.id)
+                    .limit(batch)
+                )
+            ).all()
+        )
+        if not ids:
+            return deleted
+        await connection.execute(delete(_A).where(_A.c.delivery_id.in_(ids)))
+        await connection.execute(delete(_D).where(_D.c.id.in_(ids)))
+        deleted += len(ids)

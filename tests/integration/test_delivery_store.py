@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select, update
 
 from shared.delivery.policy import RetryPolicy
-from shared.models import Delivery
+from shared.models import Delivery, DeliveryAttempt, utcnow
 from worker import store
 
 _D = Delivery.__table__  # type: ignore[attr-defined]
@@ -108,3 +109,44 @@ async def test_events_that_ask_for_nothing_make_nothing(clean_app: FastAPI) -> N
     malformed = '{"type": "task.status.done"}'
     assert await _create(clean_app, [no_url, malformed, "not json"], "worker-a:1") == []
     assert await _count(clean_app) == 0
+
+
+async def test_purge_deletes_only_deliveries_delivered_before_the_cutoff(
+    clean_app: FastAPI,
+) -> None:
+    made = await _create(clean_app, [_done_event(n) for n in range(1, 6)], "worker-a:1")
+    old_delivered, new_delivered, old_failed, old_pending, _ = (d.id for d in made)
+    now = utcnow()
+    cutoff = now - timedelta(days=30)
+    long_ago = now - timedelta(days=40)
+    _A = DeliveryAttempt.__table__  # type: ignore[attr-defined]
+    async with clean_app.state.engine.begin() as connection:
+        for id_, status, delivered_at, updated in (
+            (old_delivered, "delivered", long_ago, long_ago),
+            (new_delivered, "delivered", now, now),
+            (old_failed, "failed", None, long_ago),
+            (old_pending, "pending", None, long_ago),
+        ):
+            await connection.execute(
+                update(_D)
+                .where(_D.c.id == id_)
+                .values(status=status, delivered_at=delivered_at, updated_at=updated)
+            )
+        await connection.execute(
+            insert(_A),
+            [
+                {"delivery_id": id_, "attempted_at": long_ago, "duration_ms": 1.0}
+                for id_ in (old_delivered, old_delivered, new_delivered, old_failed)
+            ],
+        )
+
+    async with clean_app.state.engine.begin() as connection:
+        assert await store.purge_delivered(connection, cutoff, batch=1) == 1
+    async with clean_app.state.engine.begin() as connection:
+        assert await store.purge_delivered(connection, cutoff) == 0
+
+    async with clean_app.state.engine.connect() as connection:
+        left = set((await connection.scalars(select(_D.c.id))).all())
+        attempts = sorted((await connection.scalars(select(_A.c.delivery_id))).all())
+    assert left == {d.id for d in made} - {old_delivered}
+    assert attempts == sorted([new_delivered, old_failed])
