@@ -124,23 +124,27 @@ class Worker:
 
     async def _purge(self) -> None:
         """Every 10 minutes: published outbox rows and delivered deliveries past retention."""
-        keep = timedelta(hours=self.settings.outbox_retention_hours)
-        keep_delivered = timedelta(days=self.settings.delivery_retention_days)
+        purges = (
+            (
+                "published outbox rows",
+                outbox.purge_published,
+                timedelta(hours=self.settings.outbox_retention_hours),
+            ),
+            (
+                "delivered deliveries",
+                store.purge_delivered,
+                timedelta(days=self.settings.delivery_retention_days),
+            ),
+        )
         while True:
-            try:
-                async with self.engine.begin() as connection:
-                    purged = await outbox.purge_published(connection, utcnow() - keep)
-                if purged:
-                    log.info("deleted %d published outbox rows older than %s", purged, keep)
-            except Exception:
-                log.exception("purging the outbox failed")
-            try:
-                async with self.engine.begin() as connection:
-                    purged = await store.purge_delivered(connection, utcnow() - keep_delivered)
-                if purged:
-                    log.info("deleted %d deliveries delivered before %s", purged, keep_delivered)
-            except Exception:
-                log.exception("purging delivered deliveries failed")
+            for what, purge, keep in purges:
+                try:
+                    async with self.engine.begin() as connection:
+                        purged = await purge(connection, utcnow() - keep)
+                    if purged:
+                        log.info("deleted %d %s older than %s", purged, what, keep)
+                except Exception:
+                    log.exception("purging %s failed", what)
             await asyncio.sleep(600)
 
     async def stop(self) -> None:
