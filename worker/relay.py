@@ -138,20 +138,16 @@ class Relay:
                 failures = 0
                 if count < self.batch:
                     await self.wakeup.wait()
-            except asyncio.CancelledError as exc:
-                task = asyncio.current_task()
-                if task is None or task.cancelling():
-                    raise
-                # Not this task's cancellation: a confirmation the connection rejected
-                # with CancelledError as it closed. The batch stays unpublished.
+            except (Exception, asyncio.CancelledError) as exc:
+                if isinstance(exc, asyncio.CancelledError):
+                    task = asyncio.current_task()
+                    if task is None or task.cancelling():
+                        raise
+                    # Not this task's cancellation: a confirmation the connection rejected
+                    # with CancelledError as it closed. The batch stays unpublished.
                 failures += 1
                 delay = min(10.0, 0.2 * 2**failures)
                 log.warning("publishing events failed (%r); retrying in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
-            except Exception as exc:
-                failures += 1
-                delay = min(10.0, 0.2 * 2**failures)
-                log.warning("publishing events failed (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
 
     async def publish_batch(self, channel: AbstractChannel, exchange: AbstractExchange) -> int:
