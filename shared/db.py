@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,93 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy.util import await_only
+from sqlalchemy.util.queue import AsyncAdaptedQueue, Empty, Full
+
+# How long a SQLite transaction waits for another process's write lock before failing.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class FairQueue(AsyncAdaptedQueue[Any]):
+    """A pool queue that hands a returned connection to the longest waiter.
+
+    SQLAlchemy's asyncio queue leaves a returned connection in the queue and wakes a waiter;
+    a request that checks out before the waiter runs takes it, and the waiter queues again
+    at the back. With SQLite's one connection per process and checkouts that complete
+    without yielding, some requests waited half a second while others passed them. Here a
+    returned connection goes straight to the first waiter, and a checkout only takes a
+    connection from the queue when nobody is waiting.
+    """
+
+    def __init__(self, maxsize: int = 0, use_lifo: bool = False) -> None:
+        super().__init__(maxsize, use_lifo)
+        self._items: deque[Any] = deque()
+        self._waiters: deque[asyncio.Future[Any]] = deque()
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def full(self) -> bool:
+        return 0 < self.maxsize <= len(self._items)
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def put_nowait(self, item: Any) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(item)
+                return
+        if self.full():
+            raise Full()
+        self._items.append(item)
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        self.put_nowait(item)
+
+    def get_nowait(self) -> Any:
+        if not self._items:
+            raise Empty()
+        return self._items.popleft()
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        if self._items or not block:
+            return self.get_nowait()
+        return await_only(self._wait(timeout))
+
+    async def _wait(self, seconds: float | None) -> Any:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Any] = loop.create_future()
+        self._waiters.append(waiter)
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            if not waiter.done():
+                expired = True
+                waiter.cancel()
+
+        timer = loop.call_later(seconds, expire) if seconds is not None else None
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if expired:
+                raise Empty() from None
+            if waiter.done() and not waiter.cancelled():
+                # Handed a connection, then cancelled before taking it: pass it on.
+                self.put_nowait(waiter.result())
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if not waiter.done():
+                waiter.cancel()
+
+
+class FairPool(AsyncAdaptedQueuePool):
+    _queue_class = FairQueue
 
 
 def dialect_of(url: str) -> str:
@@ -36,13 +125,17 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        options["connect_args"] = {"timeout": 30}
+        options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         # SQLite has one writer and every transaction takes the write lock at BEGIN: one
         # connection per process, with requests queueing for it in order, beats several
         # connections polling SQLite's busy handler (which sleeps in growing steps).
+        options["poolclass"] = FairPool
         options["pool_size"] = 1
         options["max_overflow"] = 0
         options["pool_timeout"] = 120
+        # Rolled back on return only when a transaction is open (`_on_reset`): the rollback
+        # SQLAlchemy does otherwise is a round trip through aiosqlite's thread per checkout.
+        options["pool_reset_on_return"] = None
     elif backend == "mysql":
         options["isolation_level"] = "READ COMMITTED"
         options["connect_args"] = {"charset": "utf8mb4"}
@@ -62,8 +155,13 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
+
+    @event.listens_for(engine.sync_engine.pool, "reset")
+    def _on_reset(dbapi_connection: Any, record: Any, state: Any) -> None:
+        if state.asyncio_safe and record.driver_connection.in_transaction:
+            dbapi_connection.rollback()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:

@@ -1,11 +1,10 @@
-"""Claim next on SQLite: the whole transaction in one call on the connection's thread.
+"""Claim next on SQLite: the whole transaction in one call over the raw connection.
 
-aiosqlite runs every statement on the connection's own thread, and each hands the result
-back through the event loop. SQLite has one writer, held from BEGIN IMMEDIATE to COMMIT,
-and the API's processes queue for it (sleeping in SQLite's busy handler): the claim's
-credential check, UPDATE ... RETURNING, snapshot, links and outbox insert therefore run as
-one function on that thread, so the write lock is held for the statements alone, never
-across a wait for the event loop.
+The claim's credential check, UPDATE ... RETURNING, snapshot, links and outbox insert run
+as one function (`_transaction`), begun and run by api/tasks/sqlite_tx.py: on the event
+loop's thread when SQLite's write lock is free, on aiosqlite's thread when another process
+holds it. Either way the write lock is held for the statements alone, never across a wait
+for the event loop.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from api.auth.credential import Credential, presented
 from api.auth.service import AnySelect, invalid_login, revoked
 from api.deps import actor_of
 from api.errors import Forbidden
+from api.tasks import sqlite_tx
 from api.tasks.claim import (
     NOT_A_CLAIMER,
     OUTBOX_INSERT,
@@ -57,40 +57,34 @@ Outcome = tuple[str, Any]
 def _transaction(
     conn: sqlite3.Connection, credential: Credential, shape: Shape, params: dict[str, Any]
 ) -> Outcome:
-    """Runs on the connection's thread: ("gone" | "forbidden" | "empty" | "claimed", ...)."""
+    """In a write transaction begun for it: ("gone" | "forbidden" | "empty" | "claimed", ...)."""
 
     def fetch(statement: Any, **extra: Any) -> list[Any]:
         sql, args = precompiled.arguments(statement, {**params, **extra}, "sqlite")
         return conn.execute(sql, args).fetchall()
 
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        caller = fetch(principal(credential.kind), **credential.params())
-        if not caller:
-            conn.execute("ROLLBACK")
-            return ("gone", None)
-        username, weight, may_claim = caller[0]
-        if not may_claim:
-            conn.execute("ROLLBACK")
-            return ("forbidden", None)
-        shape = Shape(
-            project=shape.project, application_name=shape.application_name, sees_orphans=weight > 0
-        )
-        rows = fetch(claim_returning(shape), weight=weight, **credential.params())
-        if not rows:
-            conn.execute("ROLLBACK")
-            return ("empty", None)
-        task = task_from_row(task_row(rows[0]), precompiled.utc)
-        snapshot = snapshot_from(
-            task, fetch(SNAPSHOT, **snapshot_params(task)), TaskStatus.queued.value
-        )
-        links = links_from(fetch(LINKS, t=task.id))
-        fetch(OUTBOX_INSERT, **locked_event(username, task, snapshot))
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+    caller = fetch(principal(credential.kind), **credential.params())
+    if not caller:
+        conn.execute("ROLLBACK")
+        return ("gone", None)
+    username, weight, may_claim = caller[0]
+    if not may_claim:
+        conn.execute("ROLLBACK")
+        return ("forbidden", None)
+    shape = Shape(
+        project=shape.project, application_name=shape.application_name, sees_orphans=weight > 0
+    )
+    rows = fetch(claim_returning(shape), weight=weight, **credential.params())
+    if not rows:
+        conn.execute("ROLLBACK")
+        return ("empty", None)
+    task = task_from_row(task_row(rows[0]), precompiled.utc)
+    snapshot = snapshot_from(
+        task, fetch(SNAPSHOT, **snapshot_params(task)), TaskStatus.queued.value
+    )
+    links = links_from(fetch(LINKS, t=task.id))
+    fetch(OUTBOX_INSERT, **locked_event(username, task, snapshot))
+    conn.execute("COMMIT")
     return ("claimed", (task, links))
 
 
@@ -118,7 +112,7 @@ async def claim(request: Request, data: ClaimRequest) -> TaskRead | None:
                 )
                 if credential is None:
                     break
-            outcome = await run(_transaction, aio._conn, credential, shape, params)
+            outcome = await sqlite_tx.write(aio, _transaction, credential, shape, params)
             if outcome[0] != "gone":
                 break
             credential = None

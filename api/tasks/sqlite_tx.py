@@ -1,0 +1,64 @@
+"""SQLite hot paths: one write transaction, run where it costs least.
+
+A hot path (the claim, a status change) is one function over the raw `sqlite3` connection:
+it runs every statement of its transaction and commits or rolls back. The process has one
+SQLite connection (shared/db.py), checked out in turn, so while a request holds it nothing
+else in the process writes. SQLite's write lock is then free unless another process (a
+second API worker, the CLI) holds it. When it is free, the function runs right here on the
+event loop's thread: its statements take about 0.15 ms of CPU, less than handing them to
+aiosqlite's thread and back. When another process holds it, the function runs on
+aiosqlite's thread and waits there in SQLite's busy handler, as every other transaction
+does, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from shared.db import SQLITE_BUSY_TIMEOUT_MS
+
+T = TypeVar("T")
+Work = Callable[..., T]
+
+_WAIT = f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}"
+
+
+def _begin_now(conn: sqlite3.Connection) -> bool:
+    """BEGIN IMMEDIATE if the write lock can be had without waiting."""
+    conn.execute("PRAGMA busy_timeout=0")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+            return False
+        raise
+    finally:
+        conn.execute(_WAIT)
+    return True
+
+
+def _run(conn: sqlite3.Connection, work: Work[T], args: tuple[Any, ...]) -> T:
+    try:
+        return work(conn, *args)
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _begin_and_run(conn: sqlite3.Connection, work: Work[T], args: tuple[Any, ...]) -> T:
+    conn.execute("BEGIN IMMEDIATE")
+    return _run(conn, work, args)
+
+
+async def write(aio: Any, work: Work[T], *args: Any) -> T:
+    """`work(conn, *args)` in a write transaction begun for it, on aiosqlite connection
+    `aio` (checked out by the caller). `work` commits or rolls back; should it raise, the
+    transaction is rolled back."""
+    conn: sqlite3.Connection = aio._conn
+    if _begin_now(conn):
+        return _run(conn, work, args)
+    result: T = await aio._execute(_begin_and_run, conn, work, args)
+    return result
