@@ -16,11 +16,14 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import AsyncAdaptedQueuePool
-from sqlalchemy.util import await_only
+from sqlalchemy.util import await_
 from sqlalchemy.util.queue import AsyncAdaptedQueue, Empty, Full
 
 # How long a SQLite transaction waits for another process's write lock before failing.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# A connection checkpoints SQLite's WAL every this many returns to the pool (SQLite's own
+# automatic checkpoint, every 1,000 WAL pages, runs inside a COMMIT and is turned off).
+SQLITE_CHECKPOINT_EVERY = 100
 
 
 class FairQueue(AsyncAdaptedQueue[Any]):
@@ -69,7 +72,7 @@ class FairQueue(AsyncAdaptedQueue[Any]):
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         if self._items or not block:
             return self.get_nowait()
-        return await_only(self._wait(timeout))
+        return await_(self._wait(timeout))
 
     async def _wait(self, seconds: float | None) -> Any:
         loop = asyncio.get_running_loop()
@@ -87,7 +90,8 @@ class FairQueue(AsyncAdaptedQueue[Any]):
         try:
             return await waiter
         except asyncio.CancelledError:
-            if expired:
+            task = asyncio.current_task()
+            if expired and not (task is not None and task.cancelling()):
                 raise Empty() from None
             if waiter.done() and not waiter.cancelled():
                 # Handed a connection, then cancelled before taking it: pass it on.
@@ -125,7 +129,11 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        # Used from the event loop's thread too (api/tasks/sqlite_tx.py), one user at a time.
+        options["connect_args"] = {
+            "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+            "check_same_thread": False,
+        }
         # SQLite has one writer and every transaction takes the write lock at BEGIN: one
         # connection per process, with requests queueing for it in order, beats several
         # connections polling SQLite's busy handler (which sleeps in growing steps).
@@ -135,6 +143,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         options["pool_timeout"] = 120
         # Rolled back on return only when a transaction is open (`_on_reset`): the rollback
         # SQLAlchemy does otherwise is a round trip through aiosqlite's thread per checkout.
+        # The return is also where the WAL is checkpointed, on aiosqlite's thread.
         options["pool_reset_on_return"] = None
     elif backend == "mysql":
         options["isolation_level"] = "READ COMMITTED"
@@ -156,12 +165,27 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        # No checkpoint inside a COMMIT: the hot paths commit on the event loop's thread,
+        # and a checkpoint copies pages and syncs the disk. `_on_reset` checkpoints instead.
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     @event.listens_for(engine.sync_engine.pool, "reset")
     def _on_reset(dbapi_connection: Any, record: Any, state: Any) -> None:
-        if state.asyncio_safe and record.driver_connection.in_transaction:
+        """A connection coming back to the pool: roll back what its user left open, and
+        every SQLITE_CHECKPOINT_EVERY returns checkpoint the WAL (on aiosqlite's thread,
+        the connection still out of the pool)."""
+        if not state.asyncio_safe or state.terminate_only or record is None:
+            return
+        if record.driver_connection.in_transaction:
             dbapi_connection.rollback()
+        returns = record.info.get("returns", 0) + 1
+        if returns >= SQLITE_CHECKPOINT_EVERY:
+            returns = 0
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            cursor.close()
+        record.info["returns"] = returns
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:

@@ -10,7 +10,6 @@ for the event loop.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -97,14 +96,13 @@ async def claim(request: Request, data: ClaimRequest) -> TaskRead | None:
     async with state.engine.connect() as connection:
         aio = (await connection.get_raw_connection()).driver_connection
         assert aio is not None
-        run: Callable[..., Any] = aio._execute  # runs a function on the connection's thread
         outcome: Outcome = ("gone", None)
         for _ in range(2):
             if credential is None:
 
                 async def fetch(statement: AnySelect, **values: Any) -> list[Any]:
                     sql, args = precompiled.arguments(statement, values, "sqlite")
-                    return list(await run(_fetch_all, aio._conn, sql, args))
+                    return list(await sqlite_tx.on_thread(aio, _fetch_all, aio._conn, sql, args))
 
                 await actor_of(request, fetch)
                 credential = presented(

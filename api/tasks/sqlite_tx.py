@@ -3,16 +3,23 @@
 A hot path (the claim, a status change) is one function over the raw `sqlite3` connection:
 it runs every statement of its transaction and commits or rolls back. The process has one
 SQLite connection (shared/db.py), checked out in turn, so while a request holds it nothing
-else in the process writes. SQLite's write lock is then free unless another process (a
+else in the process uses it, and SQLite's write lock is free unless another process (a
 second API worker, the CLI) holds it. When it is free, the function runs right here on the
 event loop's thread: its statements take about 0.15 ms of CPU, less than handing them to
-aiosqlite's thread and back. When another process holds it, the function runs on
-aiosqlite's thread and waits there in SQLite's busy handler, as every other transaction
-does, never on the event loop.
+aiosqlite's thread and back, and its COMMIT does no checkpoint (the pool checkpoints the WAL
+on aiosqlite's thread). When another process holds it, the function runs on aiosqlite's
+thread and waits there in SQLite's busy handler, as every other transaction does, never on
+the event loop.
+
+For that, no call may still be running on aiosqlite's thread when a connection goes back to
+the pool: a request cancelled while its call runs there (`on_thread`) waits for the call to
+end before it gives the connection up. (SQLAlchemy's own calls invalidate the connection
+when cancelled.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -31,7 +38,8 @@ def _begin_now(conn: sqlite3.Connection) -> bool:
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
-        if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+        # SQLITE_BUSY and its extended codes (SQLITE_BUSY_RECOVERY, ...).
+        if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
             return False
         raise
     finally:
@@ -53,6 +61,26 @@ def _begin_and_run(conn: sqlite3.Connection, work: Work[T], args: tuple[Any, ...
     return _run(conn, work, args)
 
 
+async def on_thread(aio: Any, function: Callable[..., T], *args: Any) -> T:
+    """`function(*args)` on aiosqlite connection `aio`'s thread.
+
+    Cancelled, it still waits for the call to end (aiosqlite runs it regardless) and then
+    raises: the connection never goes back to the pool with a call running on it.
+    """
+    call = asyncio.ensure_future(aio._execute(function, *args))
+    try:
+        return await asyncio.shield(call)
+    except asyncio.CancelledError:
+        while not call.done():
+            try:
+                await asyncio.wait([call])
+            except asyncio.CancelledError:
+                continue
+        if not call.cancelled():
+            call.exception()  # retrieved: the caller was cancelled, its outcome is moot
+        raise
+
+
 async def write(aio: Any, work: Work[T], *args: Any) -> T:
     """`work(conn, *args)` in a write transaction begun for it, on aiosqlite connection
     `aio` (checked out by the caller). `work` commits or rolls back; should it raise, the
@@ -60,5 +88,4 @@ async def write(aio: Any, work: Work[T], *args: Any) -> T:
     conn: sqlite3.Connection = aio._conn
     if _begin_now(conn):
         return _run(conn, work, args)
-    result: T = await aio._execute(_begin_and_run, conn, work, args)
-    return result
+    return await on_thread(aio, _begin_and_run, conn, work, args)

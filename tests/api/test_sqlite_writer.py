@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.app import create_app
 from cli.migrate import upgrade
-from shared.db import create_engine
+from shared.db import SQLITE_CHECKPOINT_EVERY, create_engine
 from tests.api.helpers import make_group, make_task, make_template
 from tests.conftest import ADMIN, READER_PASSWORD, client_for, make_settings, running
 
@@ -111,6 +111,37 @@ async def test_a_status_change_waits_for_another_writer_off_the_event_loop(
         assert r.json()["status"] == "done"
 
 
+async def test_a_claim_cancelled_while_it_waits_keeps_the_connection_until_its_call_ends(
+    sqlite_app: FastAPI,
+) -> None:
+    reader = await _reader_with_tasks(sqlite_app, 2)
+    async with reader:
+        assert (await reader.post("/api/v1/tasks/claim")).status_code == 200
+        async with client_for(sqlite_app, ADMIN) as admin:
+            await make_task(admin, groups=["neuro"])
+        other = _hold_write_lock(sqlite_app)
+        try:
+            cancelled = asyncio.create_task(reader.post("/api/v1/tasks/claim"))
+            await asyncio.sleep(0.2)  # waiting on aiosqlite's thread, in the busy handler
+            cancelled.cancel()
+            pending = asyncio.create_task(reader.post("/api/v1/tasks/claim"))
+            # Given the connection while the cancelled call still waits in SQLite, the next
+            # claim would block the event loop on that connection.
+            assert await _ticks_while(pending, 0.5) >= 20
+        finally:
+            other.execute("COMMIT")
+            other.close()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        r = await pending
+        assert r.status_code == 200, r.text
+    async with sqlite_app.state.engine.connect() as conn:
+        locked = await conn.scalar(text("SELECT COUNT(*) FROM tasks WHERE status = 'locked'"))
+    # The cancelled claim went through once the lock was free (its answer was lost; its
+    # lease will run out), and the next one claimed the last task.
+    assert locked == 3
+
+
 async def test_a_claim_that_fails_on_the_event_loop_leaves_no_transaction_open(
     sqlite_app: FastAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -138,6 +169,34 @@ async def test_a_claim_that_fails_on_the_event_loop_leaves_no_transaction_open(
         r = await reader.post("/api/v1/tasks/claim")
         assert r.status_code == 200, r.text
         assert r.json()["priority"] != 99
+
+
+async def test_the_pool_checkpoints_the_wal_commits_do_not(tmp_path: Path) -> None:
+    path = tmp_path / "wal.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE pages (body BLOB)"))
+            assert await conn.scalar(text("PRAGMA wal_autocheckpoint")) == 0
+        for _ in range(10 * SQLITE_CHECKPOINT_EVERY):
+            async with engine.begin() as conn:
+                await conn.execute(text("INSERT INTO pages VALUES (zeroblob(4000))"))
+        # Each commit adds at least one 4 KiB page to the WAL. Checkpointed every
+        # SQLITE_CHECKPOINT_EVERY returns, the WAL starts over; without, it holds them all.
+        wal = path.with_name(path.name + "-wal").stat().st_size
+        assert wal < 4 * SQLITE_CHECKPOINT_EVERY * 4096, wal
+    finally:
+        await engine.dispose()
+
+
+async def test_a_detached_connection_is_closed(one_connection: AsyncEngine) -> None:
+    conn = await one_connection.connect()
+    raw = await conn.get_raw_connection()
+    aio = raw.driver_connection
+    assert aio is not None
+    raw.detach()
+    await conn.close()
+    assert aio._connection is None
 
 
 @pytest.fixture
