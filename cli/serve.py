@@ -8,9 +8,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.app import create_app
+from shared.events.notify import postgres_dsn
 from shared.periodic import periodic
 from shared.settings import get_settings
 from shared.taskevents import sweep_expired_leases
+from shared.vacuum import TaskVacuum
 from worker.service import Worker
 
 
@@ -25,6 +27,23 @@ async def lease_sweeper(app: FastAPI) -> AsyncIterator[None]:
 
     async with periodic("lease-sweeper", interval, sweep):
         yield
+
+
+@asynccontextmanager
+async def task_vacuum(app: FastAPI) -> AsyncIterator[None]:
+    """On PostgreSQL: vacuums the task table once claims left enough dead rows behind
+    (shared/vacuum.py)."""
+    settings = app.state.settings
+    dsn = postgres_dsn(settings.async_database_url)
+    if dsn is None or settings.vacuum_interval_seconds == 0:
+        yield
+        return
+    vacuum = TaskVacuum(dsn, settings.vacuum_min_dead_rows)
+    try:
+        async with periodic("task-vacuum", settings.vacuum_interval_seconds, vacuum.run_once):
+            yield
+    finally:
+        await vacuum.close()
 
 
 @asynccontextmanager
@@ -44,4 +63,4 @@ async def embedded_delivery(app: FastAPI) -> AsyncIterator[None]:
 
 
 def app_factory() -> FastAPI:
-    return create_app(get_settings(), services=[lease_sweeper, embedded_delivery])
+    return create_app(get_settings(), services=[lease_sweeper, task_vacuum, embedded_delivery])

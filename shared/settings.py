@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(
         default=30.0, gt=0, validation_alias="TASKMAN_SWEEP_INTERVAL_SECONDS"
     )
+    vacuum_interval_seconds: float = Field(
+        default=10.0, ge=0, validation_alias="TASKMAN_VACUUM_INTERVAL_SECONDS"
+    )
+    vacuum_min_dead_rows: int = Field(
+        default=5000, gt=0, validation_alias="TASKMAN_VACUUM_MIN_DEAD_ROWS"
+    )
     delivery_concurrency: int = Field(
         default=32, gt=0, validation_alias="TASKMAN_DELIVERY_CONCURRENCY"
     )

@@ -1,0 +1,67 @@
+"""Keeps PostgreSQL's task table vacuumed while claims turn queued rows over.
+
+A claim leaves the queued row's entry in the claim index behind, dead, at the front of the
+queue, and every later claim walks past it until VACUUM removes it. Autovacuum visits a
+database at most once a minute (`autovacuum_naptime`), and never where it is off: at 2,000
+claims/s the front of the queue then holds over 100,000 dead entries, and the claim
+statement ran a third slower after 60 s than at the start (3,080/s against 4,630/s on 8
+connections). So the API process checks the table every TASKMAN_VACUUM_INTERVAL_SECONDS and,
+once TASKMAN_VACUUM_MIN_DEAD_ROWS rows died since the last vacuum, vacuums it itself (about
+0.15 s for a million tasks: only the pages that changed are visited). One process at a time
+(an advisory lock); SKIP_LOCKED leaves the table to an autovacuum already at it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import asyncpg
+
+log = logging.getLogger("taskmanager.vacuum")
+
+TABLE = "tasks"
+# pg_try_advisory_lock key: "tmvacuum" as a 64-bit integer.
+LOCK_KEY = int.from_bytes(b"tmvacuum", "big") - 2**63
+
+_DEAD_ROWS = "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = $1::regclass"
+
+
+class TaskVacuum:
+    """`run_once()` from a periodic loop; `close()` when the process stops."""
+
+    def __init__(self, dsn: str, min_dead_rows: int) -> None:
+        self.dsn = dsn
+        self.min_dead_rows = min_dead_rows
+        self.vacuums = 0
+        self._connection: Any = None
+
+    async def _connect(self) -> Any:
+        if self._connection is None or self._connection.is_closed():
+            self._connection = await asyncpg.connect(self.dsn)
+        return self._connection
+
+    async def run_once(self) -> bool:
+        """Vacuum the task table if enough of its rows died; whether it did."""
+        try:
+            conn = await self._connect()
+            dead = await conn.fetchval(_DEAD_ROWS, TABLE)
+            if dead is None or dead < self.min_dead_rows:
+                return False
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
+                return False  # another process is at it
+            try:
+                await conn.execute(f"VACUUM (SKIP_LOCKED) {TABLE}")
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await self.close()  # a new connection next time
+            raise
+        self.vacuums += 1
+        log.debug("vacuumed %s: %s dead rows", TABLE, dead)
+        return True
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.is_closed():
+            connection.terminate()
