@@ -11,10 +11,22 @@ from sqlmodel import SQLModel
 EXPRESSION_INDEXES = frozenset({"ix_tasks_status_priority_id"})
 
 
-def include_object(
-    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
-) -> bool:
-    return not (type_ == "index" and name in EXPRESSION_INDEXES)
+# Foreign keys that only SQLite's schema has (migration 0006 dropped them elsewhere).
+SQLITE_ONLY_FOREIGN_KEYS = frozenset({"fk_tasks_lock_holder_id_users"})
+
+
+def _include_object(dialect_name: str) -> Any:
+    def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+        if type_ == "index" and name in EXPRESSION_INDEXES:
+            return False
+        return not (
+            dialect_name == "sqlite"
+            and type_ == "foreign_key_constraint"
+            and reflected
+            and name in SQLITE_ONLY_FOREIGN_KEYS
+        )
+
+    return include
 
 
 def autogenerate_options(dialect_name: str) -> dict[str, Any]:
@@ -22,5 +34,5 @@ def autogenerate_options(dialect_name: str) -> dict[str, Any]:
         "target_metadata": SQLModel.metadata,
         "compare_type": True,
         "render_as_batch": dialect_name == "sqlite",
-        "include_object": include_object,
+        "include_object": _include_object(dialect_name),
     }

@@ -40,9 +40,9 @@ class Task(SQLModel, table=True):
     taskgroup_id: int | None = Field(
         default=None, foreign_key="taskgroups.id", index=True, ondelete="SET NULL"
     )
-    lock_holder_id: int | None = Field(
-        default=None, foreign_key="users.id", index=True, ondelete="SET NULL"
-    )
+    # A user id, without a foreign key (migration 0006; SQLite keeps its): the key locked the
+    # claimer's user row in every claim. Users are never deleted, only deactivated.
+    lock_holder_id: int | None = Field(default=None, index=True)
     lock_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     # Fencing token: increases at every new lock, so a stale holder can be recognised.
     lock_version: int = Field(default=0)
