@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -62,5 +63,20 @@ async def embedded_delivery(app: FastAPI) -> AsyncIterator[None]:
         await worker.stop()
 
 
+@asynccontextmanager
+async def frozen_heap(app: FastAPI) -> AsyncIterator[None]:
+    """Takes what startup made (modules, the app, its routes, models and statements) out of
+    the garbage collector's sight. Python's full collection walks every tracked object: in a
+    serving process it took 100-240 ms, during which no request moved."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def app_factory() -> FastAPI:
-    return create_app(get_settings(), services=[lease_sweeper, task_vacuum, embedded_delivery])
+    return create_app(
+        get_settings(), services=[lease_sweeper, task_vacuum, embedded_delivery, frozen_heap]
+    )

@@ -13,13 +13,24 @@ log = logging.getLogger("taskmanager.periodic")
 
 
 async def _loop(name: str, interval: float, job: Callable[[], Awaitable[Any]]) -> None:
+    failing = False
     while True:
         try:
             await job()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("%s failed; trying again in %.0f s", name, interval)
+        except Exception as exc:
+            # One traceback per outage: a database that is down for an hour would otherwise
+            # log one every interval.
+            if failing:
+                log.warning("%s failed again: %r", name, exc)
+            else:
+                log.exception("%s failed; trying again every %.0f s", name, interval)
+            failing = True
+        else:
+            if failing:
+                log.info("%s works again", name)
+            failing = False
         await asyncio.sleep(interval)
 
 

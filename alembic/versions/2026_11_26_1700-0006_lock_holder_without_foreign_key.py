@@ -16,6 +16,8 @@ Create Date: 2026-11-26
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
+
 from alembic import op
 
 revision: str = "0006"
@@ -31,8 +33,19 @@ def upgrade() -> None:
         op.drop_constraint(NAME, "tasks", type_="foreignkey")
 
 
+# Without the key a user row deleted by hand can leave a holder that no longer exists: its
+# task goes back to the queue before the key returns.
+RELEASE_VANISHED_HOLDERS = sa.text(
+    "UPDATE tasks SET lock_holder_id = NULL, lock_expires_at = NULL,"
+    " status = CASE WHEN status = 'locked' THEN 'queued' ELSE status END"
+    " WHERE lock_holder_id IS NOT NULL"
+    " AND NOT EXISTS (SELECT 1 FROM users WHERE users.id = tasks.lock_holder_id)"
+)
+
+
 def downgrade() -> None:
     if op.get_bind().dialect.name != "sqlite":
+        op.execute(RELEASE_VANISHED_HOLDERS)
         op.create_foreign_key(
             NAME, "tasks", "users", ["lock_holder_id"], ["id"], ondelete="SET NULL"
         )

@@ -92,3 +92,47 @@ async def test_upgrade_matches_models_and_downgrade_removes_everything(
     assert differences == []
     assert tables == {t.name for t in metadata.sorted_tables} | {"alembic_version"}
     assert len(versions) == 1
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mariadb"])
+async def test_downgrading_0006_requeues_tasks_held_by_a_vanished_user(
+    backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """0006 dropped the holder's foreign key; a user row deleted by hand afterwards must not
+    stop the key from coming back, nor leave a task locked by nobody."""
+    db = await create_database(backend, str(tmp_path_factory.mktemp("downgrade")))
+    try:
+        await asyncio.to_thread(upgrade, db.url)
+        engine = create_engine(db.url)
+        users, templates, tasks = (metadata.tables[t] for t in ("users", "task_templates", "tasks"))
+        try:
+            async with engine.begin() as conn:
+                reader = (
+                    await conn.execute(users.insert().values(username="r", password_hash="x"))
+                ).inserted_primary_key[0]
+                template = (
+                    await conn.execute(templates.insert().values(label="t", content="{}"))
+                ).inserted_primary_key[0]
+                for holder in (reader, reader + 1000):
+                    await conn.execute(
+                        tasks.insert().values(
+                            project="p",
+                            template_id=template,
+                            content="{}",
+                            status="locked",
+                            lock_holder_id=holder,
+                            lock_version=1,
+                        )
+                    )
+            await asyncio.to_thread(downgrade, db.url, "0005")
+            async with engine.connect() as conn:
+                rows = await conn.execute(
+                    text("SELECT status, lock_holder_id FROM tasks ORDER BY id")
+                )
+                assert [tuple(row) for row in rows] == [("locked", reader), ("queued", None)]
+                keys = await conn.run_sync(lambda c: inspect(c).get_foreign_keys("tasks"))
+            assert "fk_tasks_lock_holder_id_users" in {key["name"] for key in keys}
+        finally:
+            await engine.dispose()
+    finally:
+        await db.drop()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -140,3 +143,70 @@ async def test_serve_does_not_vacuum_when_turned_off(
         await _claim_all(dsn)
         await asyncio.sleep(0.3)
     assert (await _table_stats(dsn))[0] == 0
+
+
+async def test_a_user_without_the_right_to_vacuum_is_told_once_and_stops(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """VACUUM only warns when it skips a table it may not vacuum; that is not a vacuum."""
+    role = f"tm_not_owner_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(f"CREATE ROLE {role} LOGIN")
+    vacuum = TaskVacuum(_as_role(dsn, role), min_dead_rows=1)
+    try:
+        await _claim_all(dsn)
+        with caplog.at_level(logging.WARNING, logger="taskmanager.vacuum"):
+            assert not await vacuum.run_once()
+            assert not await vacuum.run_once()
+        assert not vacuum.permitted
+        assert vacuum.vacuums == 0
+        warnings = [r for r in caplog.records if r.name == "taskmanager.vacuum"]
+        assert len(warnings) == 1
+        assert "cannot vacuum tasks" in warnings[0].getMessage()
+        assert (await _table_stats(dsn))[0] == 0
+    finally:
+        await vacuum.close()
+        await admin.execute(f"DROP ROLE {role}")
+        await admin.close()
+
+
+async def test_a_table_another_vacuum_holds_is_not_counted_and_tried_again(dsn: str) -> None:
+    other = await asyncpg.connect(dsn)
+    vacuum = TaskVacuum(dsn, min_dead_rows=1)
+    try:
+        await _claim_all(dsn)
+        async with other.transaction():
+            await other.execute("LOCK TABLE tasks IN SHARE UPDATE EXCLUSIVE MODE")
+            assert not await vacuum.run_once()
+        assert vacuum.permitted
+        assert vacuum.vacuums == 0
+        assert await vacuum.run_once()
+        assert vacuum.vacuums == 1
+    finally:
+        await vacuum.close()
+        await other.close()
+
+
+async def test_dead_rows_are_read_again_once_the_lock_is_held(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process may vacuum between the first look and the advisory lock."""
+    vacuum = TaskVacuum(dsn, min_dead_rows=10)
+    counts = iter([100, 0])
+
+    async def dead_rows(_conn: object) -> int:
+        return next(counts)
+
+    monkeypatch.setattr(vacuum, "_dead_rows", dead_rows)
+    try:
+        assert not await vacuum.run_once()
+        assert (await _table_stats(dsn))[0] == 0
+    finally:
+        await vacuum.close()
+
+
+def _as_role(dsn: str, role: str) -> str:
+    parts = urlsplit(dsn)
+    host = parts.hostname or "127.0.0.1"
+    netloc = f"{role}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
