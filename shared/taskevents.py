@@ -54,10 +54,12 @@ def snapshot_of(
 
 
 # The template label, the holder's name and the tag names of one task, in one round trip.
+_HOLDER_NAME = (
+    select(_HOLDER.c.username).where(_HOLDER.c.id == bindparam("holder_id")).scalar_subquery()
+)
 SNAPSHOT = (
-    select(col(TaskTemplate.label), _HOLDER.c.username, col(Tag.name))
+    select(col(TaskTemplate.label), _HOLDER_NAME, col(Tag.name))
     .select_from(TaskTemplate)
-    .outerjoin(_HOLDER, _HOLDER.c.id == bindparam("holder_id"))
     .outerjoin(TaskTag, col(TaskTag.task_id) == bindparam("task_id"))
     .outerjoin(Tag, col(Tag.id) == col(TaskTag.tag_id))
     .where(col(TaskTemplate.id) == bindparam("template_id"))
