@@ -13,8 +13,10 @@ lock); SKIP_LOCKED leaves the table to an autovacuum already at it.
 
 VACUUM does not fail when it cannot do its work: it skips the table with a WARNING, when the
 database user neither owns the table nor the database, or when another vacuum holds the
-table. The notices are read to tell; without the right, the process says so once and stops
-trying.
+table. So a vacuum counts when the table's `vacuum_count` went up; when it did not, the
+warning tells why (SQLSTATE 55P03: another vacuum holds the table; anything else: no right
+to vacuum it, and the process says so once and stops trying). Other warnings, such as an old
+transaction holding back the cleanup, come with vacuums that did run.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ TABLE = "tasks"
 # pg_try_advisory_lock key: "tmvacuum" as a 64-bit integer.
 LOCK_KEY = int.from_bytes(b"tmvacuum", "big") - 2**63
 
-_DEAD_ROWS = "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = $1::regclass"
+_STATS = "SELECT n_dead_tup, vacuum_count FROM pg_stat_user_tables WHERE relid = $1::regclass"
 _LOCK_NOT_AVAILABLE = "55P03"
 
 
@@ -47,7 +49,10 @@ class TaskVacuum:
 
     async def _connect(self) -> Any:
         if self._connection is None or self._connection.is_closed():
-            self._connection = await asyncpg.connect(self.dsn)
+            # The skip warnings must reach this client whatever the role's settings say.
+            self._connection = await asyncpg.connect(
+                self.dsn, server_settings={"client_min_messages": "warning"}
+            )
             self._connection.add_log_listener(self._on_notice)
         return self._connection
 
@@ -55,8 +60,10 @@ class TaskVacuum:
         if message.severity_en == "WARNING" or message.severity == "WARNING":
             self._skipped.append(message)
 
-    async def _dead_rows(self, conn: Any) -> int:
-        return int(await conn.fetchval(_DEAD_ROWS, TABLE) or 0)
+    async def _stats(self, conn: Any) -> tuple[int, int]:
+        """(dead rows, vacuums so far) of the task table."""
+        row = await conn.fetchrow(_STATS, TABLE)
+        return (int(row[0] or 0), int(row[1] or 0)) if row is not None else (0, 0)
 
     async def run_once(self) -> bool:
         """Vacuum the task table if enough of its rows died; whether it did."""
@@ -64,33 +71,37 @@ class TaskVacuum:
             return False
         try:
             conn = await self._connect()
-            if await self._dead_rows(conn) < self.min_dead_rows:
+            if (await self._stats(conn))[0] < self.min_dead_rows:
                 return False
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
                 return False  # another process is at it
             try:
                 # Read again under the lock: another process may have vacuumed meanwhile.
-                dead = await self._dead_rows(conn)
+                dead, before = await self._stats(conn)
                 if dead < self.min_dead_rows:
                     return False
                 self._skipped.clear()
                 await conn.execute(f"VACUUM (SKIP_LOCKED) {TABLE}")
+                after = (await self._stats(conn))[1]
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             await self.close()  # a new connection next time
             raise
+        if after > before:
+            self.vacuums += 1
+            log.debug("vacuumed %s: %s dead rows", TABLE, dead)
+            return True
         if self._skipped:
-            return self._on_skipped(self._skipped[0])
-        self.vacuums += 1
-        log.debug("vacuumed %s: %s dead rows", TABLE, dead)
-        return True
+            await self._on_skipped(self._skipped[0])
+        return False
 
-    def _on_skipped(self, notice: Any) -> bool:
+    async def _on_skipped(self, notice: Any) -> None:
         if notice.sqlstate == _LOCK_NOT_AVAILABLE:
             log.debug("%s is being vacuumed by another: %s", TABLE, notice.message)
-            return False
+            return
         self.permitted = False
+        await self.close()
         log.warning(
             "cannot vacuum %s (%s); this process stops trying. Give the table to the "
             "database user TaskManager connects as, or rely on autovacuum "
@@ -98,7 +109,6 @@ class TaskVacuum:
             TABLE,
             notice.message,
         )
-        return False
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None

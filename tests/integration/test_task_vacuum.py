@@ -7,6 +7,8 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -159,6 +161,7 @@ async def test_a_user_without_the_right_to_vacuum_is_told_once_and_stops(
             assert not await vacuum.run_once()
             assert not await vacuum.run_once()
         assert not vacuum.permitted
+        assert vacuum._connection is None  # no connection kept for nothing
         assert vacuum.vacuums == 0
         warnings = [r for r in caplog.records if r.name == "taskmanager.vacuum"]
         assert len(warnings) == 1
@@ -192,15 +195,37 @@ async def test_dead_rows_are_read_again_once_the_lock_is_held(
 ) -> None:
     """Another process may vacuum between the first look and the advisory lock."""
     vacuum = TaskVacuum(dsn, min_dead_rows=10)
-    counts = iter([100, 0])
+    counts = iter([(100, 0), (0, 0)])
 
-    async def dead_rows(_conn: object) -> int:
+    async def stats(_conn: object) -> tuple[int, int]:
         return next(counts)
 
-    monkeypatch.setattr(vacuum, "_dead_rows", dead_rows)
+    monkeypatch.setattr(vacuum, "_stats", stats)
     try:
         assert not await vacuum.run_once()
         assert (await _table_stats(dsn))[0] == 0
+    finally:
+        await vacuum.close()
+
+
+class _WarningDuringVacuum(list[Any]):
+    """A warning that arrives with a vacuum that ran, as PostgreSQL's "oldest xmin is far in
+    the past" does (SQLSTATE 01000, like the permission one)."""
+
+    def clear(self) -> None:
+        super().clear()
+        self.append(SimpleNamespace(sqlstate="01000", message="oldest xmin is far in the past"))
+
+
+async def test_a_warning_from_a_vacuum_that_ran_does_not_stop_vacuuming(dsn: str) -> None:
+    vacuum = TaskVacuum(dsn, min_dead_rows=1)
+    vacuum._skipped = _WarningDuringVacuum()
+    try:
+        await _claim_all(dsn)
+        assert await vacuum.run_once()
+        assert vacuum.permitted
+        assert vacuum.vacuums == 1
+        assert (await _table_stats(dsn))[0] == 1
     finally:
         await vacuum.close()
 
