@@ -120,7 +120,12 @@ class Bench:
                 watched=watched,
             )
         self.results.http[key] = result
-        say(http_line(label, result))
+        say(http_line(label, result, self.core_speed()))
+
+    def core_speed(self) -> float:
+        speed = core_speed_ms()
+        self.results.core_speeds.append(speed)
+        return speed
 
     def workers_for(self, backend: str) -> int:
         # SQLite has one writer: the embedded start (`make run`) is one process, and a second
@@ -163,7 +168,8 @@ class Bench:
                 loop = await claim_loop(db.asyncpg_dsn, reader.user_id, connections, seconds)
                 self.results.loops[connections] = loop
                 plural = "s" if connections > 1 else ""
-                say(loop_line(f"SQL loop, {connections} connection{plural}", loop))
+                label = f"SQL loop, {connections} connection{plural}"
+                say(loop_line(label, loop, self.core_speed()))
             say(f"PostgreSQL: bench/bare.py under uvicorn --workers {self.config.workers}")
             async with server.bare(
                 db.asyncpg_dsn, reader.user_id, self.config.workers, self.tmp

@@ -607,7 +607,7 @@ async def run_mode(broker: bool, workdir: Path, results: dict[str, Phase]) -> No
                 machine_busy=busy,
             )
             results[f"{key}.{name}"] = phase
-            say(phase.line())
+            say(f"{phase.line()}; core speed after the phase {core_speed_ms():.0f} ms")
             first += TASKS
         if broker and "backlog" in PHASES:
             ids = await create_tasks(api, rx.base_url, first)
@@ -634,7 +634,10 @@ async def run_mode(broker: bool, workdir: Path, results: dict[str, Phase]) -> No
                 )
                 # Its done requests came before the worker started: their rate says nothing.
                 results["broker.backlog"] = replace(phase, done_rate=None, machine_busy=busy)
-                say(results["broker.backlog"].line())
+                say(
+                    f"{results['broker.backlog'].line()}; "
+                    f"core speed after the phase {core_speed_ms():.0f} ms"
+                )
 
 
 def summary(results: dict[str, Phase]) -> list[Row]:

@@ -19,6 +19,9 @@ class Results:
     http: dict[str, LoadResult] = field(default_factory=dict)
     loops: dict[int, LoopResult] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    # bench/cpu.py core_speed_ms() right after each measured run: this machine's speed
+    # changes from minute to minute, and every rate scales with it.
+    core_speeds: list[float] = field(default_factory=list)
 
 
 def say(message: str) -> None:
@@ -36,7 +39,11 @@ def _cpu(parts: list[tuple[str, float]], machine: float) -> str:
     return f"CPU (% of all cores): {', '.join(shown)}, machine busy {percent(machine)}"
 
 
-def http_line(label: str, r: LoadResult) -> str:
+def speed_note(core_speed: float | None) -> str:
+    return "" if core_speed is None else f"; core speed after the run {core_speed:.0f} ms"
+
+
+def http_line(label: str, r: LoadResult, core_speed: float | None = None) -> str:
     cpu = [("load generator", r.loadgen_cpu), ("server", r.server_cpu)]
     if r.database_cpu:
         cpu.append(("database", r.database_cpu))
@@ -45,16 +52,16 @@ def http_line(label: str, r: LoadResult) -> str:
         f"p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms  "
         f"non-2xx {r.non_2xx}  204 {r.empty}  socket errors {r.errors}\n"
         f"  {'':<30} {_cpu(cpu, r.machine_cpu)}; "
-        f"server CPU per claim {r.server_ms_per_claim:.2f} ms"
+        f"server CPU per claim {r.server_ms_per_claim:.2f} ms{speed_note(core_speed)}"
     )
 
 
-def loop_line(label: str, r: LoopResult) -> str:
+def loop_line(label: str, r: LoopResult, core_speed: float | None = None) -> str:
     cpu = [("client", r.client_cpu), ("database", r.database_cpu)]
     return (
         f"  {label:<30} {r.claims_per_second:>8,.0f} claims/s  "
         f"p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms  empty {r.empty}\n"
-        f"  {'':<30} {_cpu(cpu, r.machine_cpu)}"
+        f"  {'':<30} {_cpu(cpu, r.machine_cpu)}{speed_note(core_speed)}"
     )
 
 
@@ -102,6 +109,7 @@ def summary_rows(results: Results) -> list[Row]:
     def cpu_per_claim(key: str) -> float | None:
         return http[key].server_ms_per_claim if key in http else None
 
+    speeds = results.core_speeds
     loadgen = max((r.loadgen_cpu for r in http.values()), default=None)
     other = max((r.other_cpu for r in http.values()), default=None)
     refused = sum(r.non_2xx + r.errors for r in http.values())
@@ -165,6 +173,8 @@ def summary_rows(results: Results) -> list[Row]:
         Row("PG bare server CPU per claim, 8 clients", cpu_per_claim("bare.8"), "ms"),
         Row("load generator CPU, busiest run", loadgen, "%", "small (not the bottleneck)"),
         Row("other processes' CPU, busiest run", other, "%", "~0 (a quiet machine)"),
+        Row("core speed after the fastest run", min(speeds, default=None), "ms", "lower is faster"),
+        Row("core speed after the slowest run", max(speeds, default=None), "ms", "lower is faster"),
         Row(
             "non-2xx + socket errors, all runs",
             float(refused) if http else None,
