@@ -54,7 +54,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bench import seed
 from bench.cpu import core_speed_ms, cores, cpu_seconds, machine_busy_seconds
-from bench.report import Row, say, table
+from bench.report import Row, say, speed_note, table
 from bench.server import BIN, ROOT, Server, _clean_environ, _running
 
 TASKS = int(os.environ.get("BENCH_CALLBACK_TASKS", "10000"))
@@ -607,7 +607,7 @@ async def run_mode(broker: bool, workdir: Path, results: dict[str, Phase]) -> No
                 machine_busy=busy,
             )
             results[f"{key}.{name}"] = phase
-            say(f"{phase.line()}; core speed after the phase {core_speed_ms():.0f} ms")
+            say(phase.line() + speed_note(core_speed_ms(), "phase"))
             first += TASKS
         if broker and "backlog" in PHASES:
             ids = await create_tasks(api, rx.base_url, first)
@@ -634,10 +634,7 @@ async def run_mode(broker: bool, workdir: Path, results: dict[str, Phase]) -> No
                 )
                 # Its done requests came before the worker started: their rate says nothing.
                 results["broker.backlog"] = replace(phase, done_rate=None, machine_busy=busy)
-                say(
-                    f"{results['broker.backlog'].line()}; "
-                    f"core speed after the phase {core_speed_ms():.0f} ms"
-                )
+                say(results["broker.backlog"].line() + speed_note(core_speed_ms(), "phase"))
 
 
 def summary(results: dict[str, Phase]) -> list[Row]:

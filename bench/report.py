@@ -39,8 +39,8 @@ def _cpu(parts: list[tuple[str, float]], machine: float) -> str:
     return f"CPU (% of all cores): {', '.join(shown)}, machine busy {percent(machine)}"
 
 
-def speed_note(core_speed: float | None) -> str:
-    return "" if core_speed is None else f"; core speed after the run {core_speed:.0f} ms"
+def speed_note(core_speed: float | None, after: str = "run") -> str:
+    return "" if core_speed is None else f"; core speed after the {after} {core_speed:.0f} ms"
 
 
 def http_line(label: str, r: LoadResult, core_speed: float | None = None) -> str:

@@ -57,7 +57,7 @@ class TaskVacuum:
         return self._connection
 
     def _on_notice(self, _connection: Any, message: Any) -> None:
-        if message.severity_en == "WARNING" or message.severity == "WARNING":
+        if message.severity_en == "WARNING":
             self._skipped.append(message)
 
     async def _stats(self, conn: Any) -> tuple[int, int]:
