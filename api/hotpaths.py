@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pymysql
+import sqlalchemy.exc
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -45,6 +46,8 @@ UNAVAILABLE = (
     pymysql.err.OperationalError,
     # SQLite: a writer lock not had within the busy timeout, a disk error.
     sqlite3.OperationalError,
+    # No pooled connection free within the pool's timeout.
+    sqlalchemy.exc.TimeoutError,
 )
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
+from sqlalchemy.pool.base import _ConnectionRecord
 from sqlalchemy.util import await_
 from sqlalchemy.util.queue import AsyncAdaptedQueue, Empty, Full
 
@@ -24,6 +25,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # A connection checkpoints SQLite's WAL every this many returns to the pool (SQLite's own
 # automatic checkpoint, every 1,000 WAL pages, runs inside a COMMIT and is turned off).
 SQLITE_CHECKPOINT_EVERY = 100
+WAL_CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
 
 
 class FairQueue(AsyncAdaptedQueue[Any]):
@@ -74,6 +76,12 @@ class FairQueue(AsyncAdaptedQueue[Any]):
             return self.get_nowait()
         return await_(self._wait(timeout))
 
+    async def take(self, seconds: float | None) -> Any:
+        """`get` for a coroutine (no greenlet): a connection, or Empty after `seconds`."""
+        if self._items:
+            return self._items.popleft()
+        return await self._wait(seconds)
+
     async def _wait(self, seconds: float | None) -> Any:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
@@ -105,7 +113,49 @@ class FairQueue(AsyncAdaptedQueue[Any]):
 
 
 class FairPool(AsyncAdaptedQueuePool):
+    """The SQLite pool: one connection, handed out in queue order (`FairQueue`).
+
+    The hot paths (api/tasks/sqlite_tx.py) borrow the connection's record straight from the
+    queue and give it back there: no SQLAlchemy Connection, pool events or greenlet per
+    request, which cost about as much CPU as the claim's statements themselves. Everything
+    else checks out through SQLAlchemy, in the same queue.
+    """
+
     _queue_class = FairQueue
+
+    async def borrow(self) -> _ConnectionRecord | None:
+        """The open connection's record, once it is this caller's turn; None when the pool
+        has no usable connection (none opened yet, or invalidated): the caller then checks
+        out through SQLAlchemy, which opens one."""
+        queue = cast(FairQueue, self._pool)
+        if queue.empty() and self._overflow < self._max_overflow:
+            return None  # no connection opened yet
+        try:
+            record: _ConnectionRecord = await queue.take(self._timeout)
+        except Empty:
+            raise exc.TimeoutError(
+                f"the SQLite connection stayed taken for {self._timeout:g} s"
+            ) from None
+        stale = max(self._invalidate_time, record._soft_invalidate_time) > record.starttime
+        if record.dbapi_connection is None or stale:
+            queue.put_nowait(record)
+            return None
+        return record
+
+    def give_back(self, record: ConnectionPoolEntry) -> None:
+        cast(FairQueue, self._pool).put_nowait(record)
+
+    @staticmethod
+    def checkpoint_due(record: ConnectionPoolEntry) -> bool:
+        """Counts a return; True once SQLITE_CHECKPOINT_EVERY returns passed since the last
+        checkpoint that succeeded (see `_on_reset`)."""
+        returns: int = record.info.get("returns", 0) + 1
+        record.info["returns"] = returns
+        return returns >= SQLITE_CHECKPOINT_EVERY
+
+    @staticmethod
+    def checkpointed(record: ConnectionPoolEntry) -> None:
+        record.info["returns"] = 0
 
 
 def dialect_of(url: str) -> str:
@@ -138,6 +188,8 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         # connection per process, with requests queueing for it in order, beats several
         # connections polling SQLite's busy handler (which sleeps in growing steps).
         options["poolclass"] = FairPool
+        # A local file: nothing on the other end drops idle connections.
+        options["pool_recycle"] = -1
         options["pool_size"] = 1
         options["max_overflow"] = 0
         options["pool_timeout"] = 120
@@ -179,13 +231,11 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
             return
         if record.driver_connection.in_transaction:
             dbapi_connection.rollback()
-        returns = record.info.get("returns", 0) + 1
-        if returns >= SQLITE_CHECKPOINT_EVERY:
-            returns = 0
+        if FairPool.checkpoint_due(record):
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            cursor.execute(WAL_CHECKPOINT)
             cursor.close()
-        record.info["returns"] = returns
+            FairPool.checkpointed(record)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:

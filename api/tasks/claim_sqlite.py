@@ -93,9 +93,7 @@ async def claim(request: Request, data: ClaimRequest) -> TaskRead | None:
     authorization = request.headers.get("authorization")
     credential = presented(settings, state.secret_key, state.credential_cache, authorization)
     shape, params = hot_claim(data, settings.lock_ttl_seconds)
-    async with state.engine.connect() as connection:
-        aio = (await connection.get_raw_connection()).driver_connection
-        assert aio is not None
+    async with sqlite_tx.connection(state.engine) as aio:
         outcome: Outcome = ("gone", None)
         for _ in range(2):
             if credential is None:

@@ -15,16 +15,27 @@ For that, no call may still be running on aiosqlite's thread when a connection g
 the pool: a request cancelled while its call runs there (`on_thread`) waits for the call to
 end before it gives the connection up. (SQLAlchemy's own calls invalidate the connection
 when cancelled.)
+
+The hot paths borrow the connection straight from the pool's queue (`connection`), in turn
+with every other checkout, and checkpoint the WAL on aiosqlite's thread every
+SQLITE_CHECKPOINT_EVERY returns, as a return through SQLAlchemy does (shared/db.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from shared.db import SQLITE_BUSY_TIMEOUT_MS
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import greenlet_spawn
+
+from shared.db import SQLITE_BUSY_TIMEOUT_MS, WAL_CHECKPOINT, FairPool
+
+log = logging.getLogger("taskmanager.sqlite")
 
 T = TypeVar("T")
 Work = Callable[..., T]
@@ -89,3 +100,40 @@ async def write(aio: Any, work: Work[T], *args: Any) -> T:
     if _begin_now(conn):
         return _run(conn, work, args)
     return await on_thread(aio, _begin_and_run, conn, work, args)
+
+
+@asynccontextmanager
+async def connection(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """The process's aiosqlite connection, for one hot-path call."""
+    pool = engine.sync_engine.pool
+    record = await pool.borrow() if isinstance(pool, FairPool) else None
+    if record is None or not isinstance(pool, FairPool):
+        # No connection open yet (or it was invalidated): SQLAlchemy opens one.
+        async with engine.connect() as conn:
+            yield (await conn.get_raw_connection()).driver_connection
+        return
+    aio: Any = record.driver_connection
+    try:
+        yield aio
+    finally:
+        try:
+            if aio._conn.in_transaction:
+                try:
+                    aio._conn.execute("ROLLBACK")
+                except sqlite3.Error as exc:
+                    # Its state is unknown: the next checkout opens a new one.
+                    log.warning("rollback on return failed; the connection is replaced")
+                    await greenlet_spawn(record.invalidate, exc)
+            elif FairPool.checkpoint_due(record):
+                try:
+                    await on_thread(aio, _checkpoint, aio._conn)
+                    FairPool.checkpointed(record)
+                except sqlite3.Error:
+                    # The request's own work is done and stays done; the next return retries.
+                    log.warning("WAL checkpoint on return failed", exc_info=True)
+        finally:
+            pool.give_back(record)
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    conn.execute(WAL_CHECKPOINT).fetchall()

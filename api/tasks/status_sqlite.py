@@ -121,9 +121,7 @@ async def set_status(
 ) -> TaskRead | None:
     """The task after the change, or None when the generic path must handle the request."""
     state = request.app.state
-    async with state.engine.connect() as connection:
-        aio = (await connection.get_raw_connection()).driver_connection
-        assert aio is not None
+    async with sqlite_tx.connection(state.engine) as aio:
         outcome = await sqlite_tx.write(
             aio,
             _transaction,
