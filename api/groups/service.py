@@ -20,6 +20,7 @@ from api.groups.schemas import (
     UserRef,
 )
 from api.refs import uri
+from api.tasks import distribution
 from api.tasks.visibility import share_counts
 from shared.models import Group, GroupMember, TaskGroupLink, User
 
@@ -101,11 +102,11 @@ async def _check_groupname_free(
 async def set_members(session: AsyncSession, group: Group, refs: Sequence[UserRef]) -> None:
     """Make the members exactly `refs`; members who stay keep their distribution counters."""
     assert group.id is not None
-    wanted = [u.id for u in await lookup.users(session, refs) if u.id is not None]
+    users = {u.id: u for u in await lookup.users(session, refs) if u.id is not None}
     current = set(
         await session.scalars(select(GroupMember.user_id).where(GroupMember.group_id == group.id))
     )
-    gone = current - set(wanted)
+    gone = current - set(users)
     if gone:
         await session.execute(
             delete(GroupMember).where(
@@ -113,7 +114,11 @@ async def set_members(session: AsyncSession, group: Group, refs: Sequence[UserRe
                 col(GroupMember.user_id).in_(gone),
             )
         )
-    session.add_all(GroupMember(group_id=group.id, user_id=u) for u in wanted if u not in current)
+    joining = [u for i, u in users.items() if i not in current]
+    starts = await distribution.group_start_counts(session, group.id, joining)
+    session.add_all(
+        GroupMember(group_id=group.id, user_id=i, pushed_count=starts[i]) for i in starts
+    )
     await session.flush()
 
 
@@ -155,7 +160,8 @@ async def set_member(session: AsyncSession, group: Group, user: User, member: bo
     assert user.id is not None
     link = await session.get(GroupMember, (group.id, user.id))
     if member and link is None:
-        session.add(GroupMember(group_id=group.id, user_id=user.id))
+        starts = await distribution.group_start_counts(session, group.id, [user])
+        session.add(GroupMember(group_id=group.id, user_id=user.id, pushed_count=starts[user.id]))
     elif not member and link is not None:
         await session.delete(link)
     await session.flush()

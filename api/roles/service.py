@@ -14,8 +14,9 @@ from api.errors import Conflict, NotFound
 from api.guard import ensure_an_administrator_remains
 from api.refs import parse_ref, uri
 from api.roles.schemas import RoleCreate, RoleRead, RoleUpdate, UserRoleRead
+from api.tasks import distribution
 from shared.models import Role, RolePermission, User, UserRole, utcnow
-from shared.permissions import ALL_PERMISSIONS, BUILTIN_ROLES
+from shared.permissions import ALL_PERMISSIONS, BUILTIN_ROLES, READER_ROLE
 
 _ORDER = {name: i for i, name in enumerate(ALL_PERMISSIONS)}
 
@@ -131,6 +132,8 @@ async def set_user_role(session: AsyncSession, user: User, role: Role, has_role:
     assert role.id is not None
     link = await session.get(UserRole, (user.id, role.id))
     if has_role and link is None:
+        if role.name == READER_ROLE:
+            await distribution.join_readers(session, user)
         session.add(UserRole(user_id=user.id, role_id=role.id))
     elif not has_role and link is not None:
         await session.delete(link)

@@ -145,7 +145,8 @@ async def _bulk_create(
         elif not users[i] and not groups[i]:
             no_assignee.append(i)
     names = dict(refs.groups.values())
-    for group_id, indexes in by_group.items():
+    # In group id order, as every transaction that locks member rows takes them.
+    for group_id, indexes in sorted(by_group.items()):
         picked = await distribution.pick_in_group(session, group_id, names[group_id], len(indexes))
         for i, user_id in zip(indexes, picked, strict=True):
             users[i] = [user_id]

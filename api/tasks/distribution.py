@@ -5,13 +5,20 @@ with the smallest (count + 1) / weight, ties to the lowest user id. This keeps e
 member within about one task of its weighted share at every point, is deterministic, and
 needs no scan of the task history. The candidate rows are locked while picking, so
 concurrent creators queue up instead of choosing the same member twice.
+
+A count is a position in the rotation, not a tally to settle: a member who joins a group (or
+the readers), comes back from inactivity or weight 0, starts at the position the group has
+reached (`start_count`), so it takes its share from then on instead of every task until its
+count caught up; a member whose weight changes keeps its position (its count is rescaled).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -118,3 +125,139 @@ async def pick_readers(session: AsyncSession, picks: int = 1) -> list[int]:
                 .values(pushed_count=col(User.pushed_count) + c.added)
             )
     return chosen
+
+
+def start_count(weight: float, others: Iterable[tuple[float, int]]) -> int:
+    """The count a member with `weight` (re)joining a rotation starts with: the position the
+    furthest of `others` (weight, count) has reached, in tasks at its own weight, rounded
+    down. So it is at most about one task ahead of anyone, and owes nobody a backlog."""
+    reached = max((count / w for w, count in others if w > 0), default=0.0)
+    return math.floor(weight * reached)
+
+
+def _eligible(user: User) -> bool:
+    return user.active and user.assignment_weight > 0
+
+
+async def _group_positions(
+    session: AsyncSession, group_id: int, leave_out: Collection[int]
+) -> list[tuple[float, int]]:
+    """(weight, count) of the group's other eligible members, their rows locked in the order
+    a pick locks them, so a start is not computed from counts a pick is changing."""
+    rows = await session.execute(
+        select(col(User.assignment_weight), col(GroupMember.pushed_count))
+        .join(User, col(User.id) == col(GroupMember.user_id))
+        .where(
+            col(GroupMember.group_id) == group_id,
+            col(User.active),
+            col(User.assignment_weight) > 0,
+            col(GroupMember.user_id).not_in(list(leave_out) or [0]),
+        )
+        .order_by(col(GroupMember.user_id))
+        .with_for_update()
+    )
+    return [(w, n) for w, n in rows]
+
+
+async def _reader_positions(
+    session: AsyncSession, leave_out: int, *, lock: bool = True
+) -> list[tuple[float, int]]:
+    statement = (
+        select(col(User.assignment_weight), col(User.pushed_count))
+        .join(UserRole, col(UserRole.user_id) == col(User.id))
+        .join(Role, col(Role.id) == col(UserRole.role_id))
+        .where(
+            col(Role.name) == READER_ROLE,
+            col(User.active),
+            col(User.assignment_weight) > 0,
+            col(User.id) != leave_out,
+        )
+        .order_by(col(User.id))
+    )
+    rows = await session.execute(statement.with_for_update() if lock else statement)
+    return [(w, n) for w, n in rows]
+
+
+async def group_start_counts(
+    session: AsyncSession, group_id: int, joining: Iterable[User]
+) -> dict[int, int]:
+    """The starting count of each user joining the group (0 for one not eligible now: it
+    gets its place when it becomes eligible, see `reweigh`)."""
+    users = [u for u in joining if u.id is not None]
+    eligible = [u for u in users if _eligible(u)]
+    others = (
+        await _group_positions(session, group_id, [u.id for u in users if u.id is not None])
+        if eligible
+        else []
+    )
+    return {
+        u.id: start_count(u.assignment_weight, others) if _eligible(u) else 0
+        for u in users
+        if u.id is not None
+    }
+
+
+async def _is_reader(session: AsyncSession, user_id: int) -> bool:
+    found = await session.scalar(
+        select(col(UserRole.user_id))
+        .join(Role, col(Role.id) == col(UserRole.role_id))
+        .where(col(UserRole.user_id) == user_id, col(Role.name) == READER_ROLE)
+    )
+    return found is not None
+
+
+async def join_readers(session: AsyncSession, user: User) -> None:
+    """Call when `user` has just become a reader (role `user`): it starts at the readers'
+    position instead of taking every unassigned task until its count caught up."""
+    assert user.id is not None
+    if _eligible(user):
+        user.pushed_count = start_count(
+            user.assignment_weight, await _reader_positions(session, user.id)
+        )
+
+
+async def reweigh(session: AsyncSession, user: User, weight: float, active: bool) -> None:
+    """Call before `user` gets `weight` and `active` (the session does not autoflush): it
+    keeps its position in every rotation at a new weight, and starts at the position reached
+    when it becomes eligible again.
+
+    A new weight rescales the counts in SQL, so picks committed meanwhile are kept. The
+    group rows are written in group order and before the user row, as picks lock them (bulk
+    creation picks its groups in id order too). The readers' position for a returning reader
+    is read without locks: locking every reader while holding group rows could wait on a
+    pick that waits on us; a creation running at that moment can leave it a few tasks behind.
+    """
+    assert user.id is not None
+    was, now = _eligible(user), active and weight > 0
+    if not now or (was and weight == user.assignment_weight):
+        return
+    if was:
+        factor = weight / user.assignment_weight
+        await session.execute(
+            update(GroupMember)
+            .where(col(GroupMember.user_id) == user.id)
+            .values(pushed_count=func.round(col(GroupMember.pushed_count) * factor))
+        )
+        await session.execute(
+            update(User)
+            .where(col(User.id) == user.id)
+            .values(pushed_count=func.round(col(User.pushed_count) * factor))
+            .execution_options(synchronize_session=False)
+        )
+        return
+    groups = await session.scalars(
+        select(col(GroupMember.group_id))
+        .where(col(GroupMember.user_id) == user.id)
+        .order_by(col(GroupMember.group_id))
+    )
+    for group_id in list(groups):
+        start = start_count(weight, await _group_positions(session, group_id, [user.id]))
+        await session.execute(
+            update(GroupMember)
+            .where(col(GroupMember.group_id) == group_id, col(GroupMember.user_id) == user.id)
+            .values(pushed_count=start)
+        )
+    if await _is_reader(session, user.id):
+        user.pushed_count = start_count(
+            weight, await _reader_positions(session, user.id, lock=False)
+        )

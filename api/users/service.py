@@ -13,8 +13,10 @@ from api.auth.service import Actor
 from api.errors import Conflict, Forbidden, NotFound
 from api.guard import ensure_an_administrator_remains
 from api.refs import uri
+from api.tasks import distribution
 from api.users.schemas import UserCreate, UserUpdate
 from shared.models import GroupMember, Role, User, UserRole
+from shared.permissions import READER_ROLE
 from shared.security import hash_password
 
 # Who may change a field of a user. Name, email and password are also the user's own to change.
@@ -98,6 +100,8 @@ async def create(session: AsyncSession, data: UserCreate) -> User:
         if role is None or role.id is None:
             raise NotFound(f"Role '{name}' not found")
         session.add(UserRole(user_id=user.id, role_id=role.id))
+    if READER_ROLE in data.roles:
+        await distribution.join_readers(session, user)
     await session.flush()
     return user
 
@@ -138,6 +142,9 @@ def check_update_allowed(actor: Actor, user: User, changes: dict[str, Any]) -> N
 async def apply_changes(session: AsyncSession, user: User, changes: dict[str, Any]) -> None:
     """Apply checked changes; a new password or a deactivation ends the user's tokens."""
     await _check_free(session, changes.get("username"), changes.get("email"), user.id)
+    if "assignment_weight" in changes or "active" in changes:
+        weight = changes.get("assignment_weight", user.assignment_weight)
+        await distribution.reweigh(session, user, weight, changes.get("active", user.active))
     for field, value in changes.items():
         if field == "password":
             user.password_hash = await _hash(value)

@@ -25,7 +25,7 @@ from tests.e2e.conftest import (
 pytestmark = pytest.mark.e2e
 
 READERS = 32
-TASKS = 500
+TASKS = 2000
 
 
 def _setup(server: Server) -> None:
