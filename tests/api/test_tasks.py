@@ -271,6 +271,33 @@ async def test_expired_lease_returns_task_and_fences_late_holder(
     assert r.json()["status"] == "done"
 
 
+async def test_swept_lease_is_claimed_by_another_and_fences_the_late_holder(
+    admin: httpx.AsyncClient, make_user: UserFactory, clean_app: FastAPI
+) -> None:
+    from shared.taskevents import sweep_expired_leases
+    from tests.api.helpers import expire_lock
+
+    jdoe = await make_user("jdoe")
+    asmith = await make_user("asmith")
+    await make_template(admin)
+    await make_group(admin, "neuro", ["jdoe", "asmith"])
+    task = await make_task(admin, groups=["neuro"])
+    claimed = await jdoe.post("/api/v1/tasks/claim")
+    assert claimed.json()["id"] == task["id"]
+    assert (await asmith.post("/api/v1/tasks/claim")).status_code == 204
+    await expire_lock(clean_app, task["id"])
+    # The sweep returns it to the queue; the next claim hands it to someone else.
+    assert await sweep_expired_leases(clean_app.state.sessions) == 1
+    again = await asmith.post("/api/v1/tasks/claim")
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] == task["id"]
+    assert again.json()["lock_version"] == claimed.json()["lock_version"] + 1
+    r = await jdoe.put(task["uri"], json={"status": "done"})
+    assert r.status_code == 409
+    assert "asmith" in r.json()["detail"]
+    assert (await asmith.put(task["uri"], json={"status": "done"})).status_code == 200
+
+
 async def test_admin_can_force_release(admin: httpx.AsyncClient, make_user: UserFactory) -> None:
     jdoe = await make_user("jdoe")
     await make_template(admin)
