@@ -52,6 +52,7 @@ from api.tasks.claim import (
 from api.tasks.read import links_of, task_read_from
 from api.tasks.schemas import ClaimRequest, TaskRead
 from shared import precompiled
+from shared.db import POSTGRES_SESSION
 from shared.events.notify import postgres_dsn
 from shared.models import (
     GroupMember,
@@ -178,7 +179,9 @@ async def raw_pool(app: FastAPI) -> Any:
     if pool is None:
         dsn = postgres_dsn(app.state.settings.async_database_url)
         assert dsn is not None  # only PostgreSQL takes this path
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=15, reset=_keep)
+        pool = await asyncpg.create_pool(
+            dsn, min_size=1, max_size=15, reset=_keep, server_settings=POSTGRES_SESSION
+        )
         if getattr(app.state, "claim_pool", None) is None:
             app.state.claim_pool = pool
         else:  # another request made one meanwhile
