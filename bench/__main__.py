@@ -7,7 +7,7 @@
 4. Our endpoint on MariaDB and SQLite at 8 connections, for a third of the duration.
 5. A summary table with the issue's targets. Nothing is asserted: the figures are for reading.
 
-Environment (or the matching option): BENCH_SECONDS (60), BENCH_WORKERS (2), BENCH_LOADGEN
+Environment (or the matching option): BENCH_SECONDS (60), BENCH_WORKERS (1), BENCH_LOADGEN
 (auto | wrk | python), BENCH_BACKENDS (postgresql,mariadb,sqlite), BENCH_PG_QUEUE (300000),
 BENCH_PG_URL and BENCH_MARIADB_URL (admin connections used to create the databases).
 """
@@ -60,7 +60,7 @@ def parse_config(argv: list[str]) -> Config:
     env = os.environ.get
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=float(env("BENCH_SECONDS", "60")))
-    parser.add_argument("--workers", type=int, default=int(env("BENCH_WORKERS", "2")))
+    parser.add_argument("--workers", type=int, default=int(env("BENCH_WORKERS", "1")))
     parser.add_argument(
         "--loadgen", choices=("auto", "wrk", "python"), default=env("BENCH_LOADGEN", "auto")
     )
