@@ -68,15 +68,15 @@ async def _group_candidates(session: AsyncSession, group_id: int) -> list[Candid
     return [Candidate(uid, w, n) for uid, w, n in rows]
 
 
-async def _reader_candidates(session: AsyncSession) -> list[Candidate]:
-    rows = await session.execute(
+async def _reader_candidates(session: AsyncSession, *, lock: bool = True) -> list[Candidate]:
+    statement = (
         select(col(User.id), col(User.assignment_weight), col(User.pushed_count))
         .join(UserRole, col(UserRole.user_id) == col(User.id))
         .join(Role, col(Role.id) == col(UserRole.role_id))
         .where(col(Role.name) == READER_ROLE, col(User.active), col(User.assignment_weight) > 0)
         .order_by(col(User.id))
-        .with_for_update()
     )
+    rows = await session.execute(statement.with_for_update() if lock else statement)
     return [Candidate(uid, w, n) for uid, w, n in rows if uid is not None]
 
 
@@ -139,43 +139,9 @@ def _eligible(user: User) -> bool:
     return user.active and user.assignment_weight > 0
 
 
-async def _group_positions(
-    session: AsyncSession, group_id: int, leave_out: Collection[int]
-) -> list[tuple[float, int]]:
-    """(weight, count) of the group's other eligible members, their rows locked in the order
-    a pick locks them, so a start is not computed from counts a pick is changing."""
-    rows = await session.execute(
-        select(col(User.assignment_weight), col(GroupMember.pushed_count))
-        .join(User, col(User.id) == col(GroupMember.user_id))
-        .where(
-            col(GroupMember.group_id) == group_id,
-            col(User.active),
-            col(User.assignment_weight) > 0,
-            col(GroupMember.user_id).not_in(list(leave_out) or [0]),
-        )
-        .order_by(col(GroupMember.user_id))
-        .with_for_update()
-    )
-    return [(w, n) for w, n in rows]
-
-
-async def _reader_positions(
-    session: AsyncSession, leave_out: int, *, lock: bool = True
-) -> list[tuple[float, int]]:
-    statement = (
-        select(col(User.assignment_weight), col(User.pushed_count))
-        .join(UserRole, col(UserRole.user_id) == col(User.id))
-        .join(Role, col(Role.id) == col(UserRole.role_id))
-        .where(
-            col(Role.name) == READER_ROLE,
-            col(User.active),
-            col(User.assignment_weight) > 0,
-            col(User.id) != leave_out,
-        )
-        .order_by(col(User.id))
-    )
-    rows = await session.execute(statement.with_for_update() if lock else statement)
-    return [(w, n) for w, n in rows]
+def _positions(candidates: list[Candidate], leave_out: Collection[int]) -> list[tuple[float, int]]:
+    """(weight, count) of the candidates but `leave_out`."""
+    return [(c.weight, c.count) for c in candidates if c.user_id not in leave_out]
 
 
 async def group_start_counts(
@@ -183,17 +149,15 @@ async def group_start_counts(
 ) -> dict[int, int]:
     """The starting count of each user joining the group (0 for one not eligible now: it
     gets its place when it becomes eligible, see `reweigh`)."""
-    users = [u for u in joining if u.id is not None]
-    eligible = [u for u in users if _eligible(u)]
+    users = {u.id: u for u in joining if u.id is not None}
+    # The others' rows are locked as a pick locks them, so no pick changes them meanwhile.
     others = (
-        await _group_positions(session, group_id, [u.id for u in users if u.id is not None])
-        if eligible
+        _positions(await _group_candidates(session, group_id), users)
+        if any(_eligible(u) for u in users.values())
         else []
     )
     return {
-        u.id: start_count(u.assignment_weight, others) if _eligible(u) else 0
-        for u in users
-        if u.id is not None
+        i: start_count(u.assignment_weight, others) if _eligible(u) else 0 for i, u in users.items()
     }
 
 
@@ -211,9 +175,8 @@ async def join_readers(session: AsyncSession, user: User) -> None:
     position instead of taking every unassigned task until its count caught up."""
     assert user.id is not None
     if _eligible(user):
-        user.pushed_count = start_count(
-            user.assignment_weight, await _reader_positions(session, user.id)
-        )
+        others = _positions(await _reader_candidates(session), [user.id])
+        user.pushed_count = start_count(user.assignment_weight, others)
 
 
 async def reweigh(session: AsyncSession, user: User, weight: float, active: bool) -> None:
@@ -251,13 +214,13 @@ async def reweigh(session: AsyncSession, user: User, weight: float, active: bool
         .order_by(col(GroupMember.group_id))
     )
     for group_id in list(groups):
-        start = start_count(weight, await _group_positions(session, group_id, [user.id]))
+        others = _positions(await _group_candidates(session, group_id), [user.id])
+        start = start_count(weight, others)
         await session.execute(
             update(GroupMember)
             .where(col(GroupMember.group_id) == group_id, col(GroupMember.user_id) == user.id)
             .values(pushed_count=start)
         )
     if await _is_reader(session, user.id):
-        user.pushed_count = start_count(
-            weight, await _reader_positions(session, user.id, lock=False)
-        )
+        others = _positions(await _reader_candidates(session, lock=False), [user.id])
+        user.pushed_count = start_count(weight, others)

@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
 
-from tests.api.helpers import events, make_group, make_task, make_template
+from shared.taskevents import sweep_expired_leases
+from tests.api.helpers import events, expire_lock, make_group, make_task, make_template
 from tests.conftest import UserFactory
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -139,14 +141,21 @@ async def test_list_filters_and_total(admin: httpx.AsyncClient, make_user: UserF
     assert r.json()["total_tasks"] == 0
 
 
-async def test_lock_is_exclusive_and_released(
+async def _two_readers_and_a_group_task(
     admin: httpx.AsyncClient, make_user: UserFactory
-) -> None:
+) -> tuple[httpx.AsyncClient, httpx.AsyncClient, dict[str, Any]]:
+    """jdoe and asmith, members of group neuro, and a queued task of that group."""
     jdoe = await make_user("jdoe")
     asmith = await make_user("asmith")
     await make_template(admin)
     await make_group(admin, "neuro", ["jdoe", "asmith"])
-    task = await make_task(admin, groups=["neuro"])
+    return jdoe, asmith, await make_task(admin, groups=["neuro"])
+
+
+async def test_lock_is_exclusive_and_released(
+    admin: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    jdoe, asmith, task = await _two_readers_and_a_group_task(admin, make_user)
 
     first = await jdoe.put(task["lock"])
     assert first.status_code == 200
@@ -245,13 +254,7 @@ async def test_stale_lock_version_is_409(admin: httpx.AsyncClient, make_user: Us
 async def test_expired_lease_returns_task_and_fences_late_holder(
     admin: httpx.AsyncClient, make_user: UserFactory, clean_app: FastAPI
 ) -> None:
-    from tests.api.helpers import expire_lock
-
-    jdoe = await make_user("jdoe")
-    asmith = await make_user("asmith")
-    await make_template(admin)
-    await make_group(admin, "neuro", ["jdoe", "asmith"])
-    task = await make_task(admin, groups=["neuro"])
+    jdoe, asmith, task = await _two_readers_and_a_group_task(admin, make_user)
     assert (await jdoe.put(task["lock"])).status_code == 200
     await expire_lock(clean_app, task["id"])
     # Someone else takes it over; the first holder's late done is refused.
@@ -274,14 +277,7 @@ async def test_expired_lease_returns_task_and_fences_late_holder(
 async def test_swept_lease_is_claimed_by_another_and_fences_the_late_holder(
     admin: httpx.AsyncClient, make_user: UserFactory, clean_app: FastAPI
 ) -> None:
-    from shared.taskevents import sweep_expired_leases
-    from tests.api.helpers import expire_lock
-
-    jdoe = await make_user("jdoe")
-    asmith = await make_user("asmith")
-    await make_template(admin)
-    await make_group(admin, "neuro", ["jdoe", "asmith"])
-    task = await make_task(admin, groups=["neuro"])
+    jdoe, asmith, task = await _two_readers_and_a_group_task(admin, make_user)
     claimed = await jdoe.post("/api/v1/tasks/claim")
     assert claimed.json()["id"] == task["id"]
     assert (await asmith.post("/api/v1/tasks/claim")).status_code == 204
