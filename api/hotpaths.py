@@ -48,6 +48,8 @@ UNAVAILABLE = (
     sqlite3.OperationalError,
     # No pooled connection free within the pool's timeout.
     sqlalchemy.exc.TimeoutError,
+    # No fast-path connection free within TASKMAN_HOT_POOL_TIMEOUT_SECONDS.
+    TimeoutError,
 )
 
 

@@ -81,7 +81,9 @@ class TaskVacuum:
                 if dead < self.min_dead_rows:
                     return False
                 self._skipped.clear()
-                await conn.execute(f"VACUUM (SKIP_LOCKED) {TABLE}")
+                # PARALLEL 0: one process. A chore beside the claims it serves, it should take
+                # one core, not start workers that take every core of a small database host.
+                await conn.execute(f"VACUUM (SKIP_LOCKED, PARALLEL 0) {TABLE}")
                 after = (await self._stats(conn))[1]
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)

@@ -20,6 +20,7 @@ It runs on a small aiomysql pool of the claim's own.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from collections.abc import AsyncIterator
@@ -65,7 +66,6 @@ from shared.models import (
 from shared.status import TaskStatus
 from shared.taskevents import API
 
-POOL_SIZE = 15
 WHO, WEIGHT, MAY, TASK = "v_who", "v_weight", "v_may", "v_task"
 STATEMENT = "taskmanager_claim"
 _numbers = itertools.count(1)
@@ -237,7 +237,7 @@ async def pool(app: FastAPI) -> Any:
     connect.setdefault("charset", "utf8mb4")
     created = await aiomysql.create_pool(
         minsize=1,
-        maxsize=POOL_SIZE,
+        maxsize=app.state.settings.hot_pool_size,
         **connect,
         autocommit=False,
         # JSON_ARRAYAGG is capped by group_concat_max_len (1 MiB by default).
@@ -260,7 +260,9 @@ async def connection(app: FastAPI) -> AsyncIterator[Any]:
     failed, or the request was cancelled with results unread): it is closed, so it leaves
     the pool, and the server rolls its transaction back."""
     connections = await pool(app)
-    raw = await connections.acquire()
+    # None free within the timeout: TimeoutError, which the hot paths answer with 503.
+    async with asyncio.timeout(app.state.settings.hot_pool_timeout_seconds):
+        raw = await connections.acquire()
     try:
         yield raw
     except APIError:

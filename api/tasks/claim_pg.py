@@ -179,8 +179,9 @@ async def raw_pool(app: FastAPI) -> Any:
     if pool is None:
         dsn = postgres_dsn(app.state.settings.async_database_url)
         assert dsn is not None  # only PostgreSQL takes this path
+        size = app.state.settings.hot_pool_size
         pool = await asyncpg.create_pool(
-            dsn, min_size=1, max_size=15, reset=_keep, server_settings=POSTGRES_SESSION
+            dsn, min_size=1, max_size=size, reset=_keep, server_settings=POSTGRES_SESSION
         )
         if getattr(app.state, "claim_pool", None) is None:
             app.state.claim_pool = pool
@@ -206,7 +207,8 @@ async def connection(app: FastAPI) -> AsyncIterator[Any]:
     dropped connection, a cancelled request) is terminated, so the pool opens a new one in
     its place. (After an error the server reported, the pool's reset rolls back as usual.)"""
     pool = await raw_pool(app)
-    async with pool.acquire() as raw:
+    # None free within the timeout: TimeoutError, which the hot paths answer with 503.
+    async with pool.acquire(timeout=app.state.settings.hot_pool_timeout_seconds) as raw:
         try:
             yield raw
         except BROKEN:

@@ -7,6 +7,7 @@ A plain claim never takes the generic path on any backend; a claim whose connect
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from typing import Any
@@ -207,3 +208,68 @@ async def test_claim_events_list_tags_in_code_point_order(
     (locked,) = [e for e in await events(clean_app, created["id"]) if e.type == "task.locked"]
     # As Python's sorted() orders them (and every other path writes them).
     assert json.loads(locked.payload)["task"]["tags"] == sorted(tags)
+
+
+async def _fresh_hot_pool(app: FastAPI, backend: str) -> None:
+    """Closes the fast paths' pool, so that the next claim opens one with the settings."""
+    if backend == "postgresql":
+        await claim_pg.close(app)
+    elif backend == "mariadb":
+        await claim_mysql.close(app)
+
+
+def _hot_pool_size(app: FastAPI, backend: str) -> int:
+    if backend == "postgresql":
+        return int(app.state.claim_pool.get_max_size())
+    return int(app.state.mysql_claim_pool.maxsize)
+
+
+async def test_claims_beyond_the_hot_pool_wait_their_turn(
+    admin: httpx.AsyncClient,
+    make_user: UserFactory,
+    clean_app: FastAPI,
+    backend: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reader = await _queue(admin, make_user, 12)
+    await _fresh_hot_pool(clean_app, backend)
+    monkeypatch.setattr(clean_app.state.settings, "hot_pool_size", 1)
+    try:
+        answers = await asyncio.gather(*(reader.post("/api/v1/tasks/claim") for _ in range(12)))
+        assert [r.status_code for r in answers] == [200] * 12, [r.text for r in answers]
+        assert len({r.json()["id"] for r in answers}) == 12
+        if backend != "sqlite":  # SQLite claims on the engine's one connection
+            assert _hot_pool_size(clean_app, backend) == 1
+        assert (await reader.post("/api/v1/tasks/claim")).status_code == 204
+        assert await _locked_and_events(clean_app) == (12, 12)
+    finally:
+        await _fresh_hot_pool(clean_app, backend)
+
+
+async def test_no_hot_connection_free_in_time_is_a_503_then_claims_go_on(
+    admin: httpx.AsyncClient,
+    make_user: UserFactory,
+    clean_app: FastAPI,
+    backend: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if backend == "sqlite":
+        pytest.skip("SQLite claims on the engine's one connection: TASKMAN_HOT_POOL_* do not apply")
+    reader = await _queue(admin, make_user, 1)
+    task = await make_task(admin, groups=["neuro"])
+    await _fresh_hot_pool(clean_app, backend)
+    monkeypatch.setattr(clean_app.state.settings, "hot_pool_size", 1)
+    monkeypatch.setattr(clean_app.state.settings, "hot_pool_timeout_seconds", 0.2)
+    hold = claim_pg.connection if backend == "postgresql" else claim_mysql.connection
+    try:
+        async with hold(clean_app):
+            claim = await reader.post("/api/v1/tasks/claim")
+            change = await reader.put(f"/api/v1/tasks/{task['id']}", json={"status": "locked"})
+        for r in (claim, change):
+            assert r.status_code == 503, r.text
+            assert r.headers["retry-after"] == "1"
+        assert await _locked_and_events(clean_app) == (0, 0)
+        r = await reader.post("/api/v1/tasks/claim")
+        assert r.status_code == 200, r.text
+    finally:
+        await _fresh_hot_pool(clean_app, backend)

@@ -25,7 +25,9 @@ async def test_connections_run_without_jit(tmp_path: Path) -> None:
             await engine.dispose()
         # The hot paths' own pool too.
         app = SimpleNamespace(
-            state=SimpleNamespace(settings=SimpleNamespace(async_database_url=db.url))
+            state=SimpleNamespace(
+                settings=SimpleNamespace(async_database_url=db.url, hot_pool_size=3)
+            )
         )
         pool = await claim_pg.raw_pool(cast(Any, app))
         try:
