@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from api.tasks import claim_pg
 from bench.cpu import descendants
 
 BIN = Path(sys.executable).parent
@@ -181,6 +182,9 @@ async def bare(dsn: str, user_id: int, workers: int, workdir: Path) -> AsyncIter
         **_clean_environ(),
         "BENCH_BARE_DSN": dsn,
         "BENCH_BARE_USER_ID": str(user_id),
+        # As many connections as our claim path holds (api/tasks/claim_pg.py), so that the
+        # two differ by what each does per claim, not by how many claims run at once.
+        "BENCH_BARE_POOL": str(claim_pg.POOL_SIZE),
         "PYTHONPATH": str(ROOT),
     }
     command = [

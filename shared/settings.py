@@ -99,11 +99,12 @@ class Settings(BaseSettings):
     vacuum_min_dead_rows: int = Field(
         default=5000, gt=0, validation_alias="TASKMAN_VACUUM_MIN_DEAD_ROWS"
     )
-    # The claim and status fast paths' own connections, per API process (PostgreSQL and
-    # MariaDB). Few on purpose: claimers all reach for the head of the queue, and more of
-    # them at once in the database than it has cores to run them only makes each claim cost
-    # more (SKIP LOCKED skips, buffer-lock waits); requests beyond wait their turn here.
-    hot_pool_size: int = Field(default=3, gt=0, le=100, validation_alias="TASKMAN_HOT_POOL_SIZE")
+    # The claim and status fast paths' own connections, per API process; None: the
+    # backend's default (api/tasks/claim_pg.py, api/tasks/claim_mysql.py). Requests beyond
+    # wait their turn in the process.
+    hot_pool_size: int | None = Field(
+        default=None, gt=0, le=100, validation_alias="TASKMAN_HOT_POOL_SIZE"
+    )
     hot_pool_timeout_seconds: float = Field(
         default=30.0, gt=0, validation_alias="TASKMAN_HOT_POOL_TIMEOUT_SECONDS"
     )

@@ -70,6 +70,9 @@ async def test_a_plain_claim_takes_its_backends_own_path(
     assert {name for name, pool in pools.items() if pool is not None} == (
         {backend} if backend != "sqlite" else set()
     )
+    if backend != "sqlite":  # of the backend's size, TASKMAN_HOT_POOL_SIZE being unset
+        assert clean_app.state.settings.hot_pool_size is None
+        assert _hot_pool_size(clean_app, backend) == {"postgresql": 3, "mariadb": 15}[backend]
 
 
 async def _drop_claim_connections(app: FastAPI, backend: str) -> int:
