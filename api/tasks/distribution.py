@@ -56,16 +56,32 @@ def choose(
 
 
 async def _group_candidates(session: AsyncSession, group_id: int) -> list[Candidate]:
+    # Only the group's member rows are locked, in user order; the users' rows are read
+    # without a lock. A lock through the join would take the user rows too (MariaDB has no
+    # FOR UPDATE OF), and a creation picking in a group and then among the readers (which
+    # locks user rows) could deadlock with one picking among the readers alone.
+    counts: dict[int, int] = {
+        uid: n
+        for uid, n in await session.execute(
+            select(col(GroupMember.user_id), col(GroupMember.pushed_count))
+            .where(col(GroupMember.group_id) == group_id)
+            .order_by(col(GroupMember.user_id))
+            .with_for_update()
+        )
+    }
+    if not counts:
+        return []
+    # Read after the lock: a weight change commits its rescaled counts (reweigh) before
+    # this lock is had, and this read sees the weight it committed with them.
     rows = await session.execute(
-        select(col(GroupMember.user_id), col(User.assignment_weight), col(GroupMember.pushed_count))
-        .join(User, col(User.id) == col(GroupMember.user_id))
+        select(col(User.id), col(User.assignment_weight))
+        .join(GroupMember, col(GroupMember.user_id) == col(User.id))
         .where(
             col(GroupMember.group_id) == group_id, col(User.active), col(User.assignment_weight) > 0
         )
-        .order_by(col(GroupMember.user_id))
-        .with_for_update()
+        .order_by(col(User.id))
     )
-    return [Candidate(uid, w, n) for uid, w, n in rows]
+    return [Candidate(uid, w, counts[uid]) for uid, w in rows if uid in counts]
 
 
 async def _reader_candidates(session: AsyncSession, *, lock: bool = True) -> list[Candidate]:
