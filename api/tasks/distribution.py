@@ -60,15 +60,13 @@ async def _group_candidates(session: AsyncSession, group_id: int) -> list[Candid
     # without a lock. A lock through the join would take the user rows too (MariaDB has no
     # FOR UPDATE OF), and a creation picking in a group and then among the readers (which
     # locks user rows) could deadlock with one picking among the readers alone.
-    counts: dict[int, int] = {
-        uid: n
-        for uid, n in await session.execute(
-            select(col(GroupMember.user_id), col(GroupMember.pushed_count))
-            .where(col(GroupMember.group_id) == group_id)
-            .order_by(col(GroupMember.user_id))
-            .with_for_update()
-        )
-    }
+    locked = await session.execute(
+        select(col(GroupMember.user_id), col(GroupMember.pushed_count))
+        .where(col(GroupMember.group_id) == group_id)
+        .order_by(col(GroupMember.user_id))
+        .with_for_update()
+    )
+    counts: dict[int, int] = dict(locked.all())
     if not counts:
         return []
     # Read after the lock: a weight change commits its rescaled counts (reweigh) before
