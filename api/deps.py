@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPBasic, HTTPBasicCredentials, OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.auth.credential import Credential, presented
 from api.auth.service import Actor, CredentialCache, Fetch, authenticate, session_fetch
 from api.errors import Forbidden
 from shared.settings import Settings
@@ -62,6 +63,18 @@ async def actor_of(request: Request, fetch: Fetch) -> Actor:
     return await authenticate(
         fetch, state.settings, state.secret_key, cache, request.headers.get("authorization")
     )
+
+
+async def verified_credential(request: Request) -> Credential | None:
+    """Full authentication of the caller on a session of the engine (argon2 for a Basic
+    password not verified yet, then cached; or the 401 every path gives), then its
+    credential as presented. The hot paths call this before they take one of their few
+    connections, so that no password check holds one (api/tasks/claim_pg.py)."""
+    async with request.app.state.sessions() as session:
+        await actor_of(request, session_fetch(session))
+    state = request.app.state
+    authorization = request.headers.get("authorization")
+    return presented(state.settings, state.secret_key, state.credential_cache, authorization)
 
 
 async def get_actor(

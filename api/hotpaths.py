@@ -48,6 +48,9 @@ UNAVAILABLE = (
     sqlite3.OperationalError,
     # No pooled connection free within the pool's timeout.
     sqlalchemy.exc.TimeoutError,
+    # The same through the engine (a Basic password verified before the claim), as the
+    # application's handler answers it (api/errors.py).
+    sqlalchemy.exc.OperationalError,
     # No fast-path connection free within TASKMAN_HOT_POOL_TIMEOUT_SECONDS.
     TimeoutError,
 )

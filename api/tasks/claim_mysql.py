@@ -37,7 +37,7 @@ from sqlmodel import col
 
 from api.auth.credential import Credential, presented
 from api.auth.service import AnySelect, invalid_login, revoked
-from api.deps import actor_of
+from api.deps import actor_of, verified_credential
 from api.errors import APIError, Forbidden
 from api.tasks.claim import (
     LOCK_VALUES,
@@ -346,6 +346,8 @@ async def claim(request: Request, data: ClaimRequest) -> TaskRead | None:
     authorization = request.headers.get("authorization")
     credential = presented(settings, state.secret_key, state.credential_cache, authorization)
     shape, params = hot_claim(data, settings.lock_ttl_seconds)
+    if credential is None:
+        credential = await verified_credential(request)
     async with connection(request.app) as raw:
         outcome = await _claim_on(request, raw, credential, shape, params)
     kind, value = outcome

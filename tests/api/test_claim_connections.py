@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
+import api.deps
 import api.tasks.claim
 from api.tasks import claim_mysql, claim_pg, claim_sqlite
 from shared import precompiled
@@ -274,5 +275,45 @@ async def test_no_hot_connection_free_in_time_is_a_503_then_claims_go_on(
         assert await _locked_and_events(clean_app) == (0, 0)
         r = await reader.post("/api/v1/tasks/claim")
         assert r.status_code == 200, r.text
+    finally:
+        await _fresh_hot_pool(clean_app, backend)
+
+
+async def test_a_basic_password_is_checked_before_a_hot_connection_is_taken(
+    admin: httpx.AsyncClient,
+    make_user: UserFactory,
+    clean_app: FastAPI,
+    backend: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The password check (argon2, tens of ms) must not hold one of the few hot connections:
+    with the only one free during the check, the claim goes through."""
+    if backend == "sqlite":
+        pytest.skip("SQLite claims on the engine's one connection: TASKMAN_HOT_POOL_* do not apply")
+    # A user no earlier test logged in as: its password is not in the credential cache.
+    reader = await make_user("kim-basic-first")
+    await make_template(admin)
+    await make_group(admin, "neuro", ["kim-basic-first"])
+    await make_task(admin, groups=["neuro"])
+    await _fresh_hot_pool(clean_app, backend)
+    monkeypatch.setattr(clean_app.state.settings, "hot_pool_size", 1)
+    monkeypatch.setattr(clean_app.state.settings, "hot_pool_timeout_seconds", 0.5)
+    hold = claim_pg.connection if backend == "postgresql" else claim_mysql.connection
+    checks = []
+    check = api.deps.actor_of
+
+    async def check_with_the_hot_connection_free(request: Any, fetch: Any) -> Any:
+        async with hold(clean_app):  # TimeoutError if the claim held it already
+            checks.append(request.url.path)
+        return await check(request, fetch)
+
+    monkeypatch.setattr(api.deps, "actor_of", check_with_the_hot_connection_free)
+    try:
+        r = await reader.post("/api/v1/tasks/claim")
+        assert r.status_code == 200, r.text
+        assert checks == ["/api/v1/tasks/claim"]
+        # Verified and cached: the next claim checks no password.
+        assert (await reader.post("/api/v1/tasks/claim")).status_code == 204
+        assert len(checks) == 1
     finally:
         await _fresh_hot_pool(clean_app, backend)
