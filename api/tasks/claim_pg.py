@@ -215,12 +215,17 @@ async def connection(app: FastAPI) -> AsyncIterator[Any]:
     its place. (After an error the server reported, the pool's reset rolls back as usual.)"""
     pool = await raw_pool(app)
     # None free within the timeout: TimeoutError, which the hot paths answer with 503.
-    async with pool.acquire(timeout=app.state.settings.hot_pool_timeout_seconds) as raw:
-        try:
-            yield raw
-        except BROKEN:
-            raw.terminate()
-            raise
+    # (asyncio.timeout rather than acquire's own timeout, which runs each acquire in a task
+    # of its own: many requests wait here at once at 64 clients.)
+    async with asyncio.timeout(app.state.settings.hot_pool_timeout_seconds):
+        raw = await pool.acquire()
+    try:
+        yield raw
+    except BROKEN:
+        raw.terminate()
+        raise
+    finally:
+        await pool.release(raw)
 
 
 async def _keep(connection: Any) -> None:
