@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiomysql
@@ -29,10 +30,12 @@ from tests.api.helpers import events, make_group, make_task, make_template
 from tests.conftest import UserFactory
 
 
-async def _queue(admin: httpx.AsyncClient, make_user: UserFactory, tasks: int) -> httpx.AsyncClient:
-    reader = await make_user("jdoe")
+async def _queue(
+    admin: httpx.AsyncClient, make_user: UserFactory, tasks: int, reader_name: str = "jdoe"
+) -> httpx.AsyncClient:
+    reader = await make_user(reader_name)
     await make_template(admin)
-    await make_group(admin, "neuro", ["jdoe"])
+    await make_group(admin, "neuro", [reader_name])
     for _ in range(tasks):
         await make_task(admin, groups=["neuro"])
     return reader
@@ -222,6 +225,22 @@ async def _fresh_hot_pool(app: FastAPI, backend: str) -> None:
         await claim_mysql.close(app)
 
 
+@pytest.fixture
+async def one_hot_connection(
+    clean_app: FastAPI, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[None]:
+    """The fast paths' pool opened afresh with one connection, and closed again after."""
+    await _fresh_hot_pool(clean_app, backend)
+    monkeypatch.setattr(clean_app.state.settings, "hot_pool_size", 1)
+    yield
+    await _fresh_hot_pool(clean_app, backend)
+
+
+def _hold(backend: str) -> Any:
+    """Takes a fast-path connection out of the pool, for as long as the block runs."""
+    return claim_pg.connection if backend == "postgresql" else claim_mysql.connection
+
+
 def _hot_pool_size(app: FastAPI, backend: str) -> int:
     if backend == "postgresql":
         return int(app.state.claim_pool.get_max_size())
@@ -234,20 +253,16 @@ async def test_claims_beyond_the_hot_pool_wait_their_turn(
     clean_app: FastAPI,
     backend: str,
     monkeypatch: pytest.MonkeyPatch,
+    one_hot_connection: None,
 ) -> None:
     reader = await _queue(admin, make_user, 12)
-    await _fresh_hot_pool(clean_app, backend)
-    monkeypatch.setattr(clean_app.state.settings, "hot_pool_size", 1)
-    try:
-        answers = await asyncio.gather(*(reader.post("/api/v1/tasks/claim") for _ in range(12)))
-        assert [r.status_code for r in answers] == [200] * 12, [r.text for r in answers]
-        assert len({r.json()["id"] for r in answers}) == 12
-        if backend != "sqlite":  # SQLite claims on the engine's one connection
-            assert _hot_pool_size(clean_app, backend) == 1
-        assert (await reader.post("/api/v1/tasks/claim")).status_code == 204
-        assert await _locked_and_events(clean_app) == (12, 12)
-    finally:
-        await _fresh_hot_pool(clean_app, backend)
+    answers = await asyncio.gather(*(reader.post("/api/v1/tasks/claim") for _ in range(12)))
+    assert [r.status_code for r in answers] == [200] * 12, [r.text for r in answers]
+    assert len({r.json()["id"] for r in answers}) == 12
+    if backend != "sqlite":  # SQLite claims on the engine's one connection
+        assert _hot_pool_size(clean_app, backend) == 1
+    assert (await reader.post("/api/v1/tasks/claim")).status_code == 204
+    assert await _locked_and_events(clean_app) == (12, 12)
 
 
 async def test_no_hot_connection_free_in_time_is_a_503_then_claims_go_on(
@@ -256,27 +271,22 @@ async def test_no_hot_connection_free_in_time_is_a_503_then_claims_go_on(
     clean_app: FastAPI,
     backend: str,
     monkeypatch: pytest.MonkeyPatch,
+    one_hot_connection: None,
 ) -> None:
     if backend == "sqlite":
         pytest.skip("SQLite claims on the engine's one connection: TASKMAN_HOT_POOL_* do not apply")
     reader = await _queue(admin, make_user, 1)
     task = await make_task(admin, groups=["neuro"])
-    await _fresh_hot_pool(clean_app, backend)
-    monkeypatch.setattr(clean_app.state.settings, "hot_pool_size", 1)
     monkeypatch.setattr(clean_app.state.settings, "hot_pool_timeout_seconds", 0.2)
-    hold = claim_pg.connection if backend == "postgresql" else claim_mysql.connection
-    try:
-        async with hold(clean_app):
-            claim = await reader.post("/api/v1/tasks/claim")
-            change = await reader.put(f"/api/v1/tasks/{task['id']}", json={"status": "locked"})
-        for r in (claim, change):
-            assert r.status_code == 503, r.text
-            assert r.headers["retry-after"] == "1"
-        assert await _locked_and_events(clean_app) == (0, 0)
-        r = await reader.post("/api/v1/tasks/claim")
-        assert r.status_code == 200, r.text
-    finally:
-        await _fresh_hot_pool(clean_app, backend)
+    async with _hold(backend)(clean_app):
+        claim = await reader.post("/api/v1/tasks/claim")
+        change = await reader.put(f"/api/v1/tasks/{task['id']}", json={"status": "locked"})
+    for r in (claim, change):
+        assert r.status_code == 503, r.text
+        assert r.headers["retry-after"] == "1"
+    assert await _locked_and_events(clean_app) == (0, 0)
+    r = await reader.post("/api/v1/tasks/claim")
+    assert r.status_code == 200, r.text
 
 
 async def test_a_basic_password_is_checked_before_a_hot_connection_is_taken(
@@ -285,35 +295,27 @@ async def test_a_basic_password_is_checked_before_a_hot_connection_is_taken(
     clean_app: FastAPI,
     backend: str,
     monkeypatch: pytest.MonkeyPatch,
+    one_hot_connection: None,
 ) -> None:
     """The password check (argon2, tens of ms) must not hold one of the few hot connections:
     with the only one free during the check, the claim goes through."""
     if backend == "sqlite":
         pytest.skip("SQLite claims on the engine's one connection: TASKMAN_HOT_POOL_* do not apply")
     # A user no earlier test logged in as: its password is not in the credential cache.
-    reader = await make_user("kim-basic-first")
-    await make_template(admin)
-    await make_group(admin, "neuro", ["kim-basic-first"])
-    await make_task(admin, groups=["neuro"])
-    await _fresh_hot_pool(clean_app, backend)
-    monkeypatch.setattr(clean_app.state.settings, "hot_pool_size", 1)
+    reader = await _queue(admin, make_user, 1, "kim-basic-first")
     monkeypatch.setattr(clean_app.state.settings, "hot_pool_timeout_seconds", 0.5)
-    hold = claim_pg.connection if backend == "postgresql" else claim_mysql.connection
     checks = []
     check = api.deps.actor_of
 
     async def check_with_the_hot_connection_free(request: Any, fetch: Any) -> Any:
-        async with hold(clean_app):  # TimeoutError if the claim held it already
+        async with _hold(backend)(clean_app):  # TimeoutError if the claim held it already
             checks.append(request.url.path)
         return await check(request, fetch)
 
     monkeypatch.setattr(api.deps, "actor_of", check_with_the_hot_connection_free)
-    try:
-        r = await reader.post("/api/v1/tasks/claim")
-        assert r.status_code == 200, r.text
-        assert checks == ["/api/v1/tasks/claim"]
-        # Verified and cached: the next claim checks no password.
-        assert (await reader.post("/api/v1/tasks/claim")).status_code == 204
-        assert len(checks) == 1
-    finally:
-        await _fresh_hot_pool(clean_app, backend)
+    r = await reader.post("/api/v1/tasks/claim")
+    assert r.status_code == 200, r.text
+    assert checks == ["/api/v1/tasks/claim"]
+    # Verified and cached: the next claim checks no password.
+    assert (await reader.post("/api/v1/tasks/claim")).status_code == 204
+    assert len(checks) == 1
