@@ -103,8 +103,15 @@ async def set_members(session: AsyncSession, group: Group, refs: Sequence[UserRe
     """Make the members exactly `refs`; members who stay keep their distribution counters."""
     assert group.id is not None
     users = {u.id: u for u in await lookup.users(session, refs) if u.id is not None}
+    # Every member row locked in user order, as a pick in the group locks them, before the
+    # deletes below lock some of them in whatever order they find them.
     current = set(
-        await session.scalars(select(GroupMember.user_id).where(GroupMember.group_id == group.id))
+        await session.scalars(
+            select(col(GroupMember.user_id))
+            .where(col(GroupMember.group_id) == group.id)
+            .order_by(col(GroupMember.user_id))
+            .with_for_update()
+        )
     )
     gone = current - set(users)
     if gone:

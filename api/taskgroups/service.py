@@ -10,7 +10,7 @@ from api.content import optional_text
 from api.errors import BadRequest, Conflict, NotFound, Unprocessable
 from api.taskgroups.schemas import DistributeMethod, TaskGroupCreate, TaskGroupUpdate
 from api.tasks import distribution
-from api.tasks.service import create_task
+from api.tasks.service import create_task, resolve_assignees_of
 from api.tasks.visibility import reachable_by
 from shared.models import Task, TaskGroup
 from shared.settings import Settings
@@ -34,7 +34,7 @@ async def create(
     session: AsyncSession, actor: Actor, settings: Settings, data: TaskGroupCreate
 ) -> TaskGroup:
     await _check_label(session, data.label)
-    picks: list[int] | None = None
+    assignees: list[tuple[list[int], list[int]]]
     if data.distribute_in_group is not None:
         for i, task in enumerate(data.tasks):
             if task.users or task.groups or task.distribute_in_group is not None:
@@ -53,6 +53,10 @@ async def create(
                 session, group.id, group.groupname, 1, amount=len(data.tasks)
             )
             picks = [member] * len(data.tasks)
+        assignees = [([user_id], []) for user_id in picks]
+    else:
+        # Every task's picks before any task is written (see resolve_assignees_of).
+        assignees = await resolve_assignees_of(session, data.tasks)
     taskgroup = TaskGroup(
         label=data.label,
         callback_url=data.callback_url,
@@ -67,8 +71,8 @@ async def create(
             settings,
             task,
             taskgroup_id=taskgroup.id,
-            users=[picks[i]] if picks is not None else None,
-            groups=[] if picks is not None else None,
+            users=assignees[i][0],
+            groups=assignees[i][1],
         )
     return taskgroup
 

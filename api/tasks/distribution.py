@@ -210,6 +210,14 @@ async def reweigh(session: AsyncSession, user: User, weight: float, active: bool
         return
     if was:
         factor = weight / user.assignment_weight
+        # Locked in group order first: one UPDATE takes the rows in whatever order it finds
+        # them.
+        await session.execute(
+            select(col(GroupMember.group_id))
+            .where(col(GroupMember.user_id) == user.id)
+            .order_by(col(GroupMember.group_id))
+            .with_for_update()
+        )
         await session.execute(
             update(GroupMember)
             .where(col(GroupMember.user_id) == user.id)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,17 +154,48 @@ async def _tag(session: AsyncSession, task_id: int, names: list[str]) -> None:
 
 async def resolve_assignees(session: AsyncSession, data: TaskCreate) -> tuple[list[int], list[int]]:
     """The users and groups a new task goes to; a pick by weight when none are named."""
-    if data.distribute_in_group is not None and (data.users or data.groups):
-        raise BadRequest("distribute_in_group cannot be combined with users or groups")
-    users = [u.id for u in await lookup.users(session, data.users) if u.id is not None]
-    groups = [g.id for g in await lookup.groups(session, data.groups) if g.id is not None]
-    if data.distribute_in_group is not None:
-        group = await lookup.group(session, data.distribute_in_group)
-        assert group.id is not None
-        users = await distribution.pick_in_group(session, group.id, group.groupname)
-    elif not users and not groups:
-        users = await distribution.pick_readers(session)
-    return users, groups
+    return (await resolve_assignees_of(session, [data]))[0]
+
+
+async def resolve_assignees_of(
+    session: AsyncSession, items: Sequence[TaskCreate]
+) -> list[tuple[list[int], list[int]]]:
+    """The users and groups each new task goes to, picked by weight where none are named.
+
+    Every pick is made here, before the caller writes anything, and the picks lock as every
+    transaction that picks does (distribution.py): member rows group by group in group id
+    order, then the readers' user rows. A task written first would hold a share lock on its
+    users' rows (the task_users foreign key), taken out of that order: a pick among the
+    readers after it could deadlock with another creation's.
+    """
+    resolved: list[tuple[list[int], list[int]]] = []
+    by_group: dict[int, list[int]] = defaultdict(list)
+    names: dict[int, str] = {}
+    no_assignee: list[int] = []
+    for i, data in enumerate(items):
+        if data.distribute_in_group is not None and (data.users or data.groups):
+            where = f"tasks[{i}]: " if len(items) > 1 else ""
+            raise BadRequest(f"{where}distribute_in_group cannot be combined with users or groups")
+        users = [u.id for u in await lookup.users(session, data.users) if u.id is not None]
+        groups = [g.id for g in await lookup.groups(session, data.groups) if g.id is not None]
+        if data.distribute_in_group is not None:
+            group = await lookup.group(session, data.distribute_in_group)
+            assert group.id is not None
+            by_group[group.id].append(i)
+            names[group.id] = group.groupname
+        elif not users and not groups:
+            no_assignee.append(i)
+        resolved.append((users, groups))
+    for group_id in sorted(by_group):
+        indexes = by_group[group_id]
+        picked = await distribution.pick_in_group(session, group_id, names[group_id], len(indexes))
+        for i, user_id in zip(indexes, picked, strict=True):
+            resolved[i] = ([user_id], resolved[i][1])
+    if no_assignee:
+        picked = await distribution.pick_readers(session, len(no_assignee))
+        for i, user_id in zip(no_assignee, picked, strict=True):
+            resolved[i] = ([user_id], resolved[i][1])
+    return resolved
 
 
 async def create_task(

@@ -6,12 +6,8 @@ import asyncio
 from collections import Counter
 
 import httpx
-import pytest
 from fastapi import FastAPI
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 
-from api.tasks import distribution
 from tests.api.helpers import events, make_group, make_template
 from tests.conftest import UserFactory
 
@@ -257,32 +253,3 @@ async def test_unassigned_tasks_reach_a_new_reader_at_its_share(
     after = await _pushed(admin, ["r1", "r2", "r3"])
     gained = [after[0] - r1, after[1] - r2, after[2]]
     assert all(abs(g - 10) <= 1 for g in gained), gained
-
-
-async def test_a_pick_in_a_group_locks_the_members_not_their_user_rows(
-    admin: httpx.AsyncClient, make_user: UserFactory, clean_app: FastAPI, backend: str
-) -> None:
-    """A creation picking in a group and then among the readers (user rows, in id order)
-    must not hold user rows taken out of that order: it could deadlock with a creation
-    picking among the readers alone."""
-    if backend == "sqlite":
-        pytest.skip("SQLite locks the whole database for a writer: no row locks to order")
-    for name in ("ann", "bob"):
-        await make_user(name)
-    await make_template(admin)
-    group_id = int((await make_group(admin, "duo", ["ann", "bob"])).rsplit("/", 1)[-1])
-    async with clean_app.state.sessions() as picker, picker.begin():
-        chosen = await distribution.pick_in_group(picker, group_id, "duo")
-        async with clean_app.state.sessions() as other, other.begin():
-            # The member's user row is free...
-            locked = await other.scalar(
-                text("SELECT id FROM users WHERE id = :id FOR UPDATE NOWAIT"), {"id": chosen[0]}
-            )
-            assert locked == chosen[0]
-        async with clean_app.state.sessions() as other, other.begin():
-            # ...while the group's member rows stay locked until the pick commits.
-            with pytest.raises(DBAPIError):
-                await other.execute(
-                    text("SELECT user_id FROM group_members WHERE group_id = :g FOR UPDATE NOWAIT"),
-                    {"g": group_id},
-                )
