@@ -265,6 +265,11 @@ async def test_claims_beyond_the_hot_pool_wait_their_turn(
     assert await _locked_and_events(clean_app) == (12, 12)
 
 
+# SQLite claims on the engine's one connection: TASKMAN_HOT_POOL_* do not apply there.
+HOT_POOLED = pytest.mark.parametrize("database", ["postgresql", "mariadb"], indirect=True)
+
+
+@HOT_POOLED
 async def test_no_hot_connection_free_in_time_is_a_503_then_claims_go_on(
     admin: httpx.AsyncClient,
     make_user: UserFactory,
@@ -273,8 +278,6 @@ async def test_no_hot_connection_free_in_time_is_a_503_then_claims_go_on(
     monkeypatch: pytest.MonkeyPatch,
     one_hot_connection: None,
 ) -> None:
-    if backend == "sqlite":
-        pytest.skip("SQLite claims on the engine's one connection: TASKMAN_HOT_POOL_* do not apply")
     reader = await _queue(admin, make_user, 1)
     task = await make_task(admin, groups=["neuro"])
     monkeypatch.setattr(clean_app.state.settings, "hot_pool_timeout_seconds", 0.2)
@@ -289,6 +292,7 @@ async def test_no_hot_connection_free_in_time_is_a_503_then_claims_go_on(
     assert r.status_code == 200, r.text
 
 
+@HOT_POOLED
 async def test_a_basic_password_is_checked_before_a_hot_connection_is_taken(
     admin: httpx.AsyncClient,
     make_user: UserFactory,
@@ -299,8 +303,6 @@ async def test_a_basic_password_is_checked_before_a_hot_connection_is_taken(
 ) -> None:
     """The password check (argon2, tens of ms) must not hold one of the few hot connections:
     with the only one free during the check, the claim goes through."""
-    if backend == "sqlite":
-        pytest.skip("SQLite claims on the engine's one connection: TASKMAN_HOT_POOL_* do not apply")
     # A user no earlier test logged in as: its password is not in the credential cache.
     reader = await _queue(admin, make_user, 1, "kim-basic-first")
     monkeypatch.setattr(clean_app.state.settings, "hot_pool_timeout_seconds", 0.5)
