@@ -123,6 +123,7 @@ async def set_members(session: AsyncSession, group: Group, refs: Sequence[UserRe
         )
     joining = [u for i, u in users.items() if i not in current]
     starts = await distribution.group_start_counts(session, group.id, joining)
+    await distribution.share_lock(session, users=starts)
     session.add_all(
         GroupMember(group_id=group.id, user_id=i, pushed_count=starts[i]) for i in starts
     )
@@ -139,14 +140,18 @@ async def create(session: AsyncSession, data: GroupCreate) -> Group:
 
 
 async def update(session: AsyncSession, group: Group, data: GroupUpdate) -> None:
-    if data.groupname is not None and data.groupname != group.groupname:
-        await _check_groupname_free(session, data.groupname, group.id)
-        group.groupname = data.groupname
+    groupname = data.groupname if data.groupname != group.groupname else None
+    if groupname is not None:
+        await _check_groupname_free(session, groupname, group.id)
+    if data.members is not None:
+        # The member rows before the group's own row, as a creation linking a task to the
+        # group takes them: it picks among the members, then share-locks the group row.
+        await set_members(session, group, data.members)
+    if groupname is not None:
+        group.groupname = groupname
     if "name" in data.model_fields_set:
         group.name = data.name
     await session.flush()
-    if data.members is not None:
-        await set_members(session, group, data.members)
 
 
 async def delete_group(session: AsyncSession, group: Group) -> None:

@@ -54,6 +54,7 @@ async def create(
             )
             picks = [member] * len(data.tasks)
         assignees = [([user_id], []) for user_id in picks]
+        await distribution.share_lock(session, users=picks)
     else:
         # Every task's picks before any task is written (see resolve_assignees_of).
         assignees = await resolve_assignees_of(session, data.tasks)

@@ -154,6 +154,11 @@ async def _bulk_create(
         picked = await distribution.pick_readers(session, len(no_assignee))
         for i, user_id in zip(no_assignee, picked, strict=True):
             users[i] = [user_id]
+    await distribution.share_lock(
+        session,
+        users=(u for i in todo for u in users[i]),
+        groups=(g for i in todo for g in groups[i]),
+    )
 
     now = utcnow()
     rows = [_row(items[i], projects[i], templates[i][0], now) for i in todo]

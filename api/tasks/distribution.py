@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from api.errors import BadRequest
-from shared.models import GroupMember, Role, User, UserRole
+from shared.models import Group, GroupMember, Role, User, UserRole
 from shared.permissions import READER_ROLE
 
 
@@ -139,6 +139,27 @@ async def pick_readers(session: AsyncSession, picks: int = 1) -> list[int]:
                 .values(pushed_count=col(User.pushed_count) + c.added)
             )
     return chosen
+
+
+async def share_lock(
+    session: AsyncSession, users: Iterable[int] = (), groups: Iterable[int] = ()
+) -> None:
+    """Share-lock the user and group rows that rows about to be written will point to.
+
+    Each written task_users, task_group_links or group_members row takes this lock itself
+    (its foreign key), in the order the rows are written. Taken here first, in id order,
+    after the picks, it comes in the order every pick takes user rows, so a creation
+    naming users cannot deadlock with a pick among the readers.
+    """
+    for model, ids in ((User, users), (Group, groups)):
+        wanted = sorted(set(ids))
+        if wanted:
+            await session.execute(
+                select(col(model.id))
+                .where(col(model.id).in_(wanted))
+                .order_by(col(model.id))
+                .with_for_update(read=True, key_share=True)
+            )
 
 
 def start_count(weight: float, others: Iterable[tuple[float, int]]) -> int:

@@ -166,7 +166,8 @@ async def resolve_assignees_of(
     transaction that picks does (distribution.py): member rows group by group in group id
     order, then the readers' user rows. A task written first would hold a share lock on its
     users' rows (the task_users foreign key), taken out of that order: a pick among the
-    readers after it could deadlock with another creation's.
+    readers after it could deadlock with another creation's. For the same reason the rows
+    of every user and group the tasks will name are share-locked last, in id order.
     """
     resolved: list[tuple[list[int], list[int]]] = []
     by_group: dict[int, list[int]] = defaultdict(list)
@@ -174,8 +175,7 @@ async def resolve_assignees_of(
     no_assignee: list[int] = []
     for i, data in enumerate(items):
         if data.distribute_in_group is not None and (data.users or data.groups):
-            where = f"tasks[{i}]: " if len(items) > 1 else ""
-            raise BadRequest(f"{where}distribute_in_group cannot be combined with users or groups")
+            raise BadRequest("distribute_in_group cannot be combined with users or groups")
         users = [u.id for u in await lookup.users(session, data.users) if u.id is not None]
         groups = [g.id for g in await lookup.groups(session, data.groups) if g.id is not None]
         if data.distribute_in_group is not None:
@@ -195,6 +195,11 @@ async def resolve_assignees_of(
         picked = await distribution.pick_readers(session, len(no_assignee))
         for i, user_id in zip(no_assignee, picked, strict=True):
             resolved[i] = ([user_id], resolved[i][1])
+    await distribution.share_lock(
+        session,
+        users=(u for users, _ in resolved for u in users),
+        groups=(g for _, groups in resolved for g in groups),
+    )
     return resolved
 
 

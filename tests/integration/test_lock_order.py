@@ -11,7 +11,7 @@ SQLite has a single writer and no row locks, so these run on PostgreSQL and Mari
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -35,10 +35,12 @@ _WAITING = {
         "WHERE datname = current_database() AND wait_event_type = 'Lock'"
     ),
     # innodb_trx leaves out a transaction that waits in a locking read after only plain
-    # reads, so: another connection's statement on this database running for over 0.3 s.
+    # reads, so: another connection's locking statement on this database running for over
+    # 0.3 s.
     "mariadb": (
         "SELECT COUNT(*) FROM information_schema.processlist WHERE db = DATABASE() "
-        "AND id <> CONNECTION_ID() AND info IS NOT NULL AND time_ms > 300"
+        "AND id <> CONNECTION_ID() AND time_ms > 300 "
+        "AND (info LIKE '%FOR UPDATE%' OR info LIKE '%SHARE%' OR info LIKE 'UPDATE %')"
     ),
 }
 
@@ -54,14 +56,25 @@ async def _id(admin: httpx.AsyncClient, path: str) -> int:
 
 
 @asynccontextmanager
-async def _holding(app: FastAPI, sql: str, **params: Any) -> AsyncIterator[None]:
-    """A transaction holding the rows `sql` locks until the block ends."""
-    async with app.state.sessions() as session, session.begin():
-        await session.execute(text(sql), params)
-        yield
+async def _waiting(
+    app: FastAPI, backend: str, call: Awaitable[httpx.Response], sql: str, **params: Any
+) -> AsyncIterator[asyncio.Future[httpx.Response]]:
+    """Start `call` while another transaction holds the rows `sql` locks; the block runs
+    once the request waits for them, and the rows are let go when it ends. If the block
+    fails, the request is cancelled first, so it does not run on into the next test."""
+    async with app.state.sessions() as holder, holder.begin():
+        await holder.execute(text(sql), params)
+        request = asyncio.ensure_future(call)
+        try:
+            await _blocked(app, backend, request)
+            yield request
+        except BaseException:
+            request.cancel()
+            await asyncio.gather(request, return_exceptions=True)
+            raise
 
 
-async def _blocked(app: FastAPI, backend: str, request: asyncio.Task[Any]) -> None:
+async def _blocked(app: FastAPI, backend: str, request: asyncio.Future[Any]) -> None:
     """Until `request` waits for a row lock (it must not finish before)."""
     async with app.state.sessions() as session:
         for _ in range(int(WAIT_SECONDS / 0.05)):
@@ -79,7 +92,10 @@ async def _free(app: FastAPI, sql: str, **params: Any) -> bool:
     async with app.state.sessions() as session, session.begin():
         try:
             await session.execute(text(sql), params)
-        except DBAPIError:
+        except DBAPIError as exc:
+            # PostgreSQL: "could not obtain lock on row"; MariaDB: "Lock wait timeout".
+            if "lock" not in str(exc.orig).lower():
+                raise
             return False
         return True
 
@@ -102,9 +118,8 @@ async def test_a_task_group_picks_every_assignee_before_writing_a_task(
         ],
     }
     lock_user = "SELECT id FROM users WHERE id = :id FOR UPDATE"
-    async with _holding(clean_app, lock_user, id=ann):
-        request = asyncio.ensure_future(admin.post("/api/v1/taskgroups", json=body))
-        await _blocked(clean_app, backend, request)
+    call = admin.post("/api/v1/taskgroups", json=body)
+    async with _waiting(clean_app, backend, call, lock_user, id=ann) as request:
         assert await _free(clean_app, lock_user + " NOWAIT", id=bob)
     created = await request
     assert created.status_code == 201, created.text
@@ -112,25 +127,43 @@ async def test_a_task_group_picks_every_assignee_before_writing_a_task(
     assert len(tasks) == 2
 
 
+async def test_a_task_naming_users_share_locks_their_rows_in_id_order(
+    admin: httpx.AsyncClient, make_user: UserFactory, clean_app: FastAPI, backend: str
+) -> None:
+    """Users named in any order: their rows are share-locked in id order before the task's
+    task_users rows (which take the same lock, in the order they are written)."""
+    for name in ("ann", "bob"):
+        await make_user(name)
+    await make_template(admin)
+    ann = await _id(admin, "/api/v1/users/ann")
+    bob = await _id(admin, "/api/v1/users/bob")
+    task = {"template": "glandula_pinealis", "content": {"n": 1}, "users": ["bob", "ann"]}
+    lock_user = "SELECT id FROM users WHERE id = :id FOR UPDATE"
+    call = admin.post("/api/v1/tasks", json=task)
+    async with _waiting(clean_app, backend, call, lock_user, id=ann) as request:
+        assert await _free(clean_app, lock_user + " NOWAIT", id=bob)
+    created = await request
+    assert created.status_code == 201, created.text
+    assert len(created.json()["users"]) == 2
+
+
 async def test_replacing_members_locks_them_in_user_order_before_deleting(
     admin: httpx.AsyncClient, make_user: UserFactory, clean_app: FastAPI, backend: str
 ) -> None:
-    for name in ("ann", "bob", "cid"):
+    """cid leaves and dan joins: the joining member's start is read with every member row
+    locked in user order, and cid's row must not be taken (deleted) before ann's."""
+    for name in ("ann", "bob", "cid", "dan"):
         await make_user(name)
     group = await _id(admin, (await make_group(admin, "trio", ["ann", "bob", "cid"])))
     ann = await _id(admin, "/api/v1/users/ann")
     cid = await _id(admin, "/api/v1/users/cid")
-    async with _holding(clean_app, LOCK_MEMBER, g=group, u=ann):
-        request = asyncio.ensure_future(
-            admin.put("/api/v1/groups/trio", json={"members": ["ann", "bob"]})
-        )
-        await _blocked(clean_app, backend, request)
-        # cid is leaving; its row is not taken before ann's.
+    call = admin.put("/api/v1/groups/trio", json={"members": ["ann", "bob", "dan"]})
+    async with _waiting(clean_app, backend, call, LOCK_MEMBER, g=group, u=ann) as request:
         assert await _free(clean_app, LOCK_MEMBER + " NOWAIT", g=group, u=cid)
     changed = await request
     assert changed.status_code == 200, changed.text
     members = (await admin.get("/api/v1/groups/trio")).json()["members"]
-    assert sorted(m["username"] for m in members) == ["ann", "bob"]
+    assert sorted(m["username"] for m in members) == ["ann", "bob", "dan"]
 
 
 async def test_a_new_weight_locks_the_member_rows_in_group_order(
@@ -143,11 +176,8 @@ async def test_a_new_weight_locks_the_member_rows_in_group_order(
     for groupname in ("second", "first"):
         assert (await admin.put(f"/api/v1/groups/{groupname}/users/ann")).status_code == 200
     ann = await _id(admin, "/api/v1/users/ann")
-    async with _holding(clean_app, LOCK_MEMBER, g=first, u=ann):
-        request = asyncio.ensure_future(
-            admin.put("/api/v1/users/ann", json={"assignment_weight": 2.0})
-        )
-        await _blocked(clean_app, backend, request)
+    call = admin.put("/api/v1/users/ann", json={"assignment_weight": 2.0})
+    async with _waiting(clean_app, backend, call, LOCK_MEMBER, g=first, u=ann) as request:
         assert await _free(clean_app, LOCK_MEMBER + " NOWAIT", g=second, u=ann)
     changed = await request
     assert changed.status_code == 200, changed.text
@@ -171,3 +201,23 @@ async def test_a_pick_in_a_group_locks_the_members_not_their_user_rows(
         assert await _free(clean_app, lock_user, id=chosen[0])
         LOCK_MEMBERs = "SELECT user_id FROM group_members WHERE group_id = :g FOR UPDATE NOWAIT"
         assert not await _free(clean_app, LOCK_MEMBERs, g=group_id)
+
+
+async def test_a_group_update_locks_its_members_before_writing_the_group_row(
+    admin: httpx.AsyncClient, make_user: UserFactory, clean_app: FastAPI, backend: str
+) -> None:
+    """A creation linking a task to the group picks among its members first, then takes the
+    group row (a share lock, the task_group_links key): a rename must not hold that row
+    while it waits for the member rows."""
+    for name in ("ann", "bob"):
+        await make_user(name)
+    group = await _id(admin, await make_group(admin, "duo", ["ann"]))
+    ann = await _id(admin, "/api/v1/users/ann")
+    call = admin.put("/api/v1/groups/duo", json={"groupname": "pair", "members": ["ann", "bob"]})
+    async with _waiting(clean_app, backend, call, LOCK_MEMBER, g=group, u=ann) as request:
+        lock_group = "SELECT id FROM groups WHERE id = :id FOR UPDATE NOWAIT"
+        assert await _free(clean_app, lock_group, id=group)
+    changed = await request
+    assert changed.status_code == 200, changed.text
+    members = (await admin.get("/api/v1/groups/pair")).json()["members"]
+    assert sorted(m["username"] for m in members) == ["ann", "bob"]
