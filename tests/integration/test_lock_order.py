@@ -100,16 +100,32 @@ async def _free(app: FastAPI, sql: str, **params: Any) -> bool:
         return True
 
 
-async def test_a_task_group_picks_every_assignee_before_writing_a_task(
-    admin: httpx.AsyncClient, make_user: UserFactory, clean_app: FastAPI, backend: str
-) -> None:
-    """A task naming a user, then one with no assignee: the readers' pick comes first, so
-    the named user's row is not share-locked (the task_users key) while the pick waits."""
+async def _bob_free_while_ann_waits(
+    admin: httpx.AsyncClient,
+    make_user: UserFactory,
+    app: FastAPI,
+    backend: str,
+    path: str,
+    body: dict[str, Any],
+) -> httpx.Response:
+    """Readers ann and bob (ann's id first): POST `body` while ann's user row is held, and
+    check that bob's row stays free while the request waits for ann's. Its answer."""
     for name in ("ann", "bob"):
         await make_user(name)
     await make_template(admin)
     ann = await _id(admin, "/api/v1/users/ann")
     bob = await _id(admin, "/api/v1/users/bob")
+    lock_user = "SELECT id FROM users WHERE id = :id FOR UPDATE"
+    async with _waiting(app, backend, admin.post(path, json=body), lock_user, id=ann) as request:
+        assert await _free(app, lock_user + " NOWAIT", id=bob)
+    return await request
+
+
+async def test_a_task_group_picks_every_assignee_before_writing_a_task(
+    admin: httpx.AsyncClient, make_user: UserFactory, clean_app: FastAPI, backend: str
+) -> None:
+    """A task naming a user, then one with no assignee: the readers' pick comes first, so
+    the named user's row is not share-locked (the task_users key) while the pick waits."""
     body = {
         "label": "study",
         "tasks": [
@@ -117,11 +133,9 @@ async def test_a_task_group_picks_every_assignee_before_writing_a_task(
             {"template": "glandula_pinealis", "content": {"n": 2}},
         ],
     }
-    lock_user = "SELECT id FROM users WHERE id = :id FOR UPDATE"
-    call = admin.post("/api/v1/taskgroups", json=body)
-    async with _waiting(clean_app, backend, call, lock_user, id=ann) as request:
-        assert await _free(clean_app, lock_user + " NOWAIT", id=bob)
-    created = await request
+    created = await _bob_free_while_ann_waits(
+        admin, make_user, clean_app, backend, "/api/v1/taskgroups", body
+    )
     assert created.status_code == 201, created.text
     tasks = (await admin.get("/api/v1/taskgroups/study")).json()["tasks"]
     assert len(tasks) == 2
@@ -132,17 +146,10 @@ async def test_a_task_naming_users_share_locks_their_rows_in_id_order(
 ) -> None:
     """Users named in any order: their rows are share-locked in id order before the task's
     task_users rows (which take the same lock, in the order they are written)."""
-    for name in ("ann", "bob"):
-        await make_user(name)
-    await make_template(admin)
-    ann = await _id(admin, "/api/v1/users/ann")
-    bob = await _id(admin, "/api/v1/users/bob")
     task = {"template": "glandula_pinealis", "content": {"n": 1}, "users": ["bob", "ann"]}
-    lock_user = "SELECT id FROM users WHERE id = :id FOR UPDATE"
-    call = admin.post("/api/v1/tasks", json=task)
-    async with _waiting(clean_app, backend, call, lock_user, id=ann) as request:
-        assert await _free(clean_app, lock_user + " NOWAIT", id=bob)
-    created = await request
+    created = await _bob_free_while_ann_waits(
+        admin, make_user, clean_app, backend, "/api/v1/tasks", task
+    )
     assert created.status_code == 201, created.text
     assert len(created.json()["users"]) == 2
 
