@@ -145,15 +145,8 @@ async def _bulk_create(
         elif not users[i] and not groups[i]:
             no_assignee.append(i)
     names = dict(refs.groups.values())
-    # In group id order, as every transaction that locks member rows takes them.
-    for group_id, indexes in sorted(by_group.items()):
-        picked = await distribution.pick_in_group(session, group_id, names[group_id], len(indexes))
-        for i, user_id in zip(indexes, picked, strict=True):
-            users[i] = [user_id]
-    if no_assignee:
-        picked = await distribution.pick_readers(session, len(no_assignee))
-        for i, user_id in zip(no_assignee, picked, strict=True):
-            users[i] = [user_id]
+    for i, user_id in (await distribution.pick_all(session, by_group, names, no_assignee)).items():
+        users[i] = [user_id]
     await distribution.share_lock(
         session,
         users=(u for i in todo for u in users[i]),

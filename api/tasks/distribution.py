@@ -15,7 +15,7 @@ count caught up; a member whose weight changes keeps its position (its count is 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
@@ -138,6 +138,26 @@ async def pick_readers(session: AsyncSession, picks: int = 1) -> list[int]:
                 .where(col(User.id) == c.user_id)
                 .values(pushed_count=col(User.pushed_count) + c.added)
             )
+    return chosen
+
+
+async def pick_all(
+    session: AsyncSession,
+    in_groups: Mapping[int, Sequence[int]],
+    names: Mapping[int, str],
+    no_assignee: Sequence[int],
+) -> dict[int, int]:
+    """The member picked for each item: `in_groups` maps a group id to the indexes of the
+    items distributed in it, `no_assignee` lists the items for the readers. Groups are
+    picked in group id order, then the readers, as every transaction that picks locks them.
+    """
+    chosen: dict[int, int] = {}
+    for group_id, indexes in sorted(in_groups.items()):
+        picked = await pick_in_group(session, group_id, names[group_id], len(indexes))
+        chosen.update(zip(indexes, picked, strict=True))
+    if no_assignee:
+        picked = await pick_readers(session, len(no_assignee))
+        chosen.update(zip(no_assignee, picked, strict=True))
     return chosen
 
 

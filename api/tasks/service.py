@@ -186,15 +186,8 @@ async def resolve_assignees_of(
         elif not users and not groups:
             no_assignee.append(i)
         resolved.append((users, groups))
-    for group_id in sorted(by_group):
-        indexes = by_group[group_id]
-        picked = await distribution.pick_in_group(session, group_id, names[group_id], len(indexes))
-        for i, user_id in zip(indexes, picked, strict=True):
-            resolved[i] = ([user_id], resolved[i][1])
-    if no_assignee:
-        picked = await distribution.pick_readers(session, len(no_assignee))
-        for i, user_id in zip(no_assignee, picked, strict=True):
-            resolved[i] = ([user_id], resolved[i][1])
+    for i, user_id in (await distribution.pick_all(session, by_group, names, no_assignee)).items():
+        resolved[i] = ([user_id], resolved[i][1])
     await distribution.share_lock(
         session,
         users=(u for users, _ in resolved for u in users),

@@ -252,7 +252,6 @@ async def test_claims_beyond_the_hot_pool_wait_their_turn(
     make_user: UserFactory,
     clean_app: FastAPI,
     backend: str,
-    monkeypatch: pytest.MonkeyPatch,
     one_hot_connection: None,
 ) -> None:
     reader = await _queue(admin, make_user, 12)
