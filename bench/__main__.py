@@ -4,6 +4,8 @@
    64 connections, Basic at 8.
 2. The same claim as one SQL statement in a tight asyncpg loop (1 and 8 connections).
 3. The bare reference endpoint (bench/bare.py) at 8 and 64 connections.
+   During 2 and 3 the bench vacuums the task table as `taskmanager serve` does during 1
+   (bench/seed.py, `maintained`), so the references do not slow down for want of it.
 4. Our endpoint on MariaDB and SQLite at 8 connections, for a third of the duration.
 5. A summary table with the issue's targets. Nothing is asserted: the figures are for reading.
 
@@ -30,6 +32,7 @@ from bench.claim import claim_loop
 from bench.cpu import core_speed_ms, cores
 from bench.load import LoadTool, Watched, find_load_tool, run_load
 from bench.report import Results, caveats, http_line, loop_line, say, summary_table
+from shared.vacuum import TaskVacuum
 
 BACKENDS = ("postgresql", "mariadb", "sqlite")
 AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -162,14 +165,19 @@ class Bench:
             reader = await self.ours(
                 db, "PG", [("bearer", 8), ("bearer", 64), ("basic", 8)], seconds
             )
+            say(
+                "PostgreSQL: the references, with the task table vacuumed as our service "
+                "vacuums it (shared/vacuum.py)"
+            )
             say("PostgreSQL: the claim SQL in a tight asyncpg loop (no HTTP)")
             for connections in (1, 8):
                 await self.top_up(db, reader, seconds)
-                loop = await claim_loop(db.asyncpg_dsn, reader.user_id, connections, seconds)
+                async with seed.maintained(db) as vacuum:
+                    loop = await claim_loop(db.asyncpg_dsn, reader.user_id, connections, seconds)
                 self.results.loops[connections] = loop
                 plural = "s" if connections > 1 else ""
                 label = f"SQL loop, {connections} connection{plural}"
-                say(loop_line(label, loop, self.core_speed()))
+                say(f"{loop_line(label, loop, self.core_speed())}; {_vacuums(vacuum)}")
             say(f"PostgreSQL: bench/bare.py under uvicorn --workers {self.config.workers}")
             async with server.bare(
                 db.asyncpg_dsn, reader.user_id, self.config.workers, self.tmp
@@ -177,9 +185,11 @@ class Bench:
                 for connections in (8, 64):
                     await self.top_up(db, reader, seconds)
                     label = f"bare, {connections} clients"
-                    await self.measure(
-                        f"bare.{connections}", label, reference, db, None, connections, seconds
-                    )
+                    async with seed.maintained(db) as vacuum:
+                        await self.measure(
+                            f"bare.{connections}", label, reference, db, None, connections, seconds
+                        )
+                    say(f"  {'':<30} {_vacuums(vacuum)}")
         finally:
             await seed.drop(db)
 
@@ -205,6 +215,11 @@ class Bench:
                 self.results.failures.append(f"{backend}: {exc}")
                 say(f"{backend}: FAILED: {exc}")
                 traceback.print_exc()
+
+
+def _vacuums(vacuum: TaskVacuum | None) -> str:
+    done = 0 if vacuum is None else vacuum.vacuums
+    return f"task table vacuumed {done} times during the run"
 
 
 async def main_async(config: Config) -> int:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +24,9 @@ from bench.cpu import pids_named, postgres_backends
 from cli.migrate import upgrade
 from shared.db import create_engine
 from shared.models.base import UTCDateTime
+from shared.periodic import periodic
+from shared.settings import Settings
+from shared.vacuum import TaskVacuum
 
 PG_ADMIN_URL = os.environ.get(
     "BENCH_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -209,3 +214,24 @@ async def ensure_queued(
     finally:
         await engine.dispose()
     return queued, missing, asyncio.get_running_loop().time() - started
+
+
+@asynccontextmanager
+async def maintained(database: BenchDatabase) -> AsyncIterator[TaskVacuum | None]:
+    """On PostgreSQL, the task table vacuumed as `taskmanager serve` keeps it (shared/vacuum.py,
+    with the service's default interval and threshold), while the references that run without
+    our service (the SQL loop, bench/bare.py) are measured. Without it their claim rate falls
+    through a 60 s run as dead entries pile up at the front of the queue (autovacuum is off on
+    some servers and comes at most once a minute on the others), and ours would be compared
+    with a reference slowed down by something our service does not suffer from."""
+    if database.backend != "postgresql":
+        yield None
+        return
+    fields = Settings.model_fields
+    interval = float(fields["vacuum_interval_seconds"].default)
+    vacuum = TaskVacuum(database.asyncpg_dsn, int(fields["vacuum_min_dead_rows"].default))
+    try:
+        async with periodic("bench-vacuum", interval, vacuum.run_once):
+            yield vacuum
+    finally:
+        await vacuum.close()
