@@ -136,3 +136,46 @@ async def test_downgrading_0006_requeues_tasks_held_by_a_vanished_user(
             await engine.dispose()
     finally:
         await db.drop()
+
+
+async def test_postgresql_lookups_by_optional_columns_use_their_partial_indexes(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """0007: the three indexes on optional columns leave out rows without a value, and a
+    lookup by value, with the value as a parameter as the service sends it, still uses them."""
+    db = await create_database("postgresql", str(tmp_path_factory.mktemp("partial")))
+    try:
+        await asyncio.to_thread(upgrade, db.url)
+        engine = create_engine(db.url)
+        try:
+            async with engine.begin() as conn:
+                indexes = await conn.run_sync(lambda c: inspect(c).get_indexes("tasks"))
+                where = {
+                    ix["name"]: ix.get("dialect_options", {}).get("postgresql_where")
+                    for ix in indexes
+                }
+                assert "ix_tasks_project" not in where
+                assert where["ix_tasks_application_name"] == "(application_name IS NOT NULL)"
+                assert where["ix_tasks_taskgroup_id"] == "(taskgroup_id IS NOT NULL)"
+                assert where["ix_tasks_project_tracking_id"] == "(tracking_id IS NOT NULL)"
+                await conn.execute(text("SET LOCAL enable_seqscan = off"))
+                await conn.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
+                for index, condition in (
+                    ("ix_tasks_application_name", "application_name = $1::varchar"),
+                    ("ix_tasks_taskgroup_id", "taskgroup_id = $1::integer"),
+                    ("ix_tasks_project_tracking_id", "project = 'p' AND tracking_id = $1::varchar"),
+                ):
+                    name = index.replace("ix_", "q_")
+                    await conn.execute(
+                        text(f"PREPARE {name} AS SELECT id FROM tasks WHERE {condition}")
+                    )
+                    value = "1" if "integer" in condition else "'x'"
+                    plan = "\n".join(
+                        row[0]
+                        for row in await conn.execute(text(f"EXPLAIN EXECUTE {name}({value})"))
+                    )
+                    assert f" {index} " in f"{plan} ", plan
+        finally:
+            await engine.dispose()
+    finally:
+        await db.drop()
