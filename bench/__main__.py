@@ -219,7 +219,7 @@ class Bench:
 
 def _vacuums(vacuum: TaskVacuum | None) -> str:
     done = 0 if vacuum is None else vacuum.vacuums
-    return f"task table vacuumed {done} times during the run"
+    return f"task table vacuumed {done} time{'' if done == 1 else 's'} during the run"
 
 
 async def main_async(config: Config) -> int:

@@ -231,6 +231,10 @@ async def maintained(database: BenchDatabase) -> AsyncIterator[TaskVacuum | None
     interval = float(fields["vacuum_interval_seconds"].default)
     vacuum = TaskVacuum(database.asyncpg_dsn, int(fields["vacuum_min_dead_rows"].default))
     try:
+        # What the previous measurement left dead is cleared before this one starts, and
+        # `vacuums` counts the vacuums during it (the periodic job's first run comes at once).
+        await vacuum.run_once()
+        vacuum.vacuums = 0
         async with periodic("bench-vacuum", interval, vacuum.run_once):
             yield vacuum
     finally:

@@ -11,6 +11,9 @@ from sqlmodel import SQLModel
 EXPRESSION_INDEXES = frozenset({"ix_tasks_status_priority_id"})
 
 
+# Autogenerate compares index names and columns, not a partial index's `postgresql_where`;
+# tests/integration/test_migrations.py checks those predicates (migration 0007).
+
 # Foreign keys that only SQLite's schema has (migration 0006 dropped them elsewhere).
 SQLITE_ONLY_FOREIGN_KEYS = frozenset({"fk_tasks_lock_holder_id_users"})
 
