@@ -217,8 +217,8 @@ class Bench:
                 traceback.print_exc()
 
 
-def _vacuums(vacuum: TaskVacuum | None) -> str:
-    done = 0 if vacuum is None else vacuum.vacuums
+def _vacuums(vacuum: TaskVacuum) -> str:
+    done = vacuum.vacuums
     return f"task table vacuumed {done} time{'' if done == 1 else 's'} during the run"
 
 

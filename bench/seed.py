@@ -217,16 +217,13 @@ async def ensure_queued(
 
 
 @asynccontextmanager
-async def maintained(database: BenchDatabase) -> AsyncIterator[TaskVacuum | None]:
-    """On PostgreSQL, the task table vacuumed as `taskmanager serve` keeps it (shared/vacuum.py,
+async def maintained(database: BenchDatabase) -> AsyncIterator[TaskVacuum]:
+    """A PostgreSQL task table vacuumed as `taskmanager serve` keeps it (shared/vacuum.py,
     with the service's default interval and threshold), while the references that run without
     our service (the SQL loop, bench/bare.py) are measured. Without it their claim rate falls
     through a 60 s run as dead entries pile up at the front of the queue (autovacuum is off on
     some servers and comes at most once a minute on the others), and ours would be compared
     with a reference slowed down by something our service does not suffer from."""
-    if database.backend != "postgresql":
-        yield None
-        return
     fields = Settings.model_fields
     interval = float(fields["vacuum_interval_seconds"].default)
     vacuum = TaskVacuum(database.asyncpg_dsn, int(fields["vacuum_min_dead_rows"].default))

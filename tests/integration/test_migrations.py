@@ -160,16 +160,19 @@ async def test_postgresql_lookups_by_optional_columns_use_their_partial_indexes(
                 assert where["ix_tasks_project_tracking_id"] == "(tracking_id IS NOT NULL)"
                 await conn.execute(text("SET LOCAL enable_seqscan = off"))
                 await conn.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
-                for index, condition in (
-                    ("ix_tasks_application_name", "application_name = $1::varchar"),
-                    ("ix_tasks_taskgroup_id", "taskgroup_id = $1::integer"),
-                    ("ix_tasks_project_tracking_id", "project = 'p' AND tracking_id = $1::varchar"),
+                for index, condition, value in (
+                    ("ix_tasks_application_name", "application_name = $1::varchar", "'x'"),
+                    ("ix_tasks_taskgroup_id", "taskgroup_id = $1::integer", "1"),
+                    (
+                        "ix_tasks_project_tracking_id",
+                        "project = 'p' AND tracking_id = $1::varchar",
+                        "'x'",
+                    ),
                 ):
                     name = index.replace("ix_", "q_")
                     await conn.execute(
                         text(f"PREPARE {name} AS SELECT id FROM tasks WHERE {condition}")
                     )
-                    value = "1" if "integer" in condition else "'x'"
                     plan = "\n".join(
                         row[0]
                         for row in await conn.execute(text(f"EXPLAIN EXECUTE {name}({value})"))
